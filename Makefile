@@ -1,0 +1,59 @@
+# lambdaflow: `make demo` sets everything up and runs the pipeline end to end; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+LF := $(BIN)/lambdaflow
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv jars up down status test unit demo bench lock clean
+
+help:
+	@echo "make demo    set up everything and run the whole pipeline through Airflow"
+	@echo "make test    run the whole test suite against real services (started as needed)"
+	@echo "make up | down | status    the local deployment (Kafka, HDFS, Airflow)"
+	@echo "make bench   benchmarks -> bench/results/latest.json"
+
+venv: $(STAMP)
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+jars: venv
+	$(BIN)/python -c "from lambdaflow.stack import jars; jars.resolve_all()"
+
+up: jars
+	$(LF) up
+
+down:
+	@if [ -x $(LF) ]; then $(LF) down; else echo "nothing to stop (no virtualenv)"; fi
+
+status: venv
+	$(LF) status
+
+# Unit tests, DAG tests (including `airflow dags test` of every DAG) and integration tests
+# against the real Kafka, HDFS and Spark; a skipped test fails the run (see tests/conftest.py).
+test: jars
+	$(LF) up --services kafka namenode datanode
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: jars
+	$(LF) demo
+
+bench: jars
+	$(LF) up --services kafka namenode datanode
+	$(BIN)/python -m bench
+
+# Re-pin the whole dependency tree after changing requirements.txt.
+lock:
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
+
+clean: down
+	rm -rf .run

@@ -1,0 +1,122 @@
+"""The `lambdaflow` command: local stack control and every job of the pipeline.
+
+Each subcommand's module provides ``add_arguments(parser)`` and ``run(args) -> int``; only the
+module of the command being run is imported, so ``lambdaflow status`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("lambdaflow.cli", "start the local deployment (Kafka, HDFS, Airflow); a no-op when up"),
+    "down": ("lambdaflow.cli", "stop everything `up` started"),
+    "status": ("lambdaflow.cli", "which services are up, Airflow login, last DAG runs"),
+    "kafka-tool": ("lambdaflow.cli", "run one of Kafka's own tools (consumer-groups, console-consumer, ...)"),
+    "airflow": ("lambdaflow.cli", "run the `airflow` CLI against this deployment's configuration"),
+    "produce": ("lambdaflow.producer", "produce clickstream events to Kafka"),
+    "ingest": ("lambdaflow.ingest", "run the streaming ingest Kafka -> HDFS landing zone (spark-submit)"),
+    "lag": ("lambdaflow.lag", "offset lag of the ingest, per partition, in records and seconds"),
+    "batch": ("lambdaflow.batch", "recompute batch views for hours of the landing zone"),
+    "query": ("lambdaflow.serving", "the serving query: batch views merged with speed views"),
+    "demo": ("lambdaflow.demo", "the whole pipeline end to end through Airflow"),
+}
+
+
+def _add_stack_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "up":
+        parser.add_argument("--services", nargs="+", help="only these services (default: all)")
+    elif name == "status":
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
+    elif name in ("kafka-tool", "airflow"):
+        if name == "kafka-tool":
+            from lambdaflow.stack.services import KAFKA_TOOLS
+
+            parser.add_argument("tool", choices=sorted(KAFKA_TOOLS))
+        parser.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _run_stack(args: argparse.Namespace) -> int:
+    from lambdaflow import stack
+
+    if args.command == "up":
+        stack.up(services=args.services)
+        document = stack.status()
+        down = [n for n, s in document["services"].items() if s != "up" and (not args.services or n in args.services)]
+        print(f"[up] services: {', '.join(f'{n}={s}' for n, s in document['services'].items())}")
+        if not args.services or any(s.startswith("airflow") for s in args.services):
+            from lambdaflow.stack.services import admin_password
+
+            print(f"[up] Airflow UI: {document['airflow']['url']}  user: {document['airflow']['username']}  "
+                  f"password: {admin_password()}  (stored in {document['airflow']['password_file']})")
+            print(f"[up] dashboard: {document['airflow']['url']}/lambdaflow/")
+        return 1 if down else 0
+    if args.command == "down":
+        stack.down()
+        return 0
+    if args.command == "status":
+        document = stack.status()
+        if args.json:
+            print(json.dumps(document, indent=2))
+        else:
+            for name, state in document["services"].items():
+                print(f"{name:24} {state}")
+            print(f"airflow: {document['airflow']['url']} (user {document['airflow']['username']}, "
+                  f"password in {document['airflow']['password_file']})")
+            for dag_id, info in document["dags"].items():
+                print(f"dag {dag_id:28} last run: {info['last_run_state']}")
+        return 0 if all(s == "up" for s in document["services"].values()) else 3
+    if args.command == "kafka-tool":
+        tool_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+        return subprocess.call(stack.kafka_tool_command(args.tool, tool_args))
+    if args.command == "airflow":
+        from lambdaflow.stack.services import airflow_command
+
+        stack.ensure_migrated()
+        env = {**os.environ, **stack.airflow_env()}
+        return subprocess.call(airflow_command(*args.args), env=env)
+    raise AssertionError(args.command)
+
+
+def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lambdaflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        if name != selected:
+            continue
+        if module_name == __name__:
+            _add_stack_arguments(name, child)
+        else:
+            importlib.import_module(module_name).add_arguments(child)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
+    module_name = COMMANDS[args.command][0]
+    try:
+        if module_name == __name__:
+            return _run_stack(args)
+        return int(importlib.import_module(module_name).run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # errors a user can act on are printed without a stack trace
+        from lambdaflow.errors import is_user_error
+
+        if not is_user_error(exc):
+            raise
+        print(f"lambdaflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

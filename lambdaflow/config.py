@@ -1,0 +1,86 @@
+"""Settings shared by every part of lambdaflow, read from the environment.
+
+One place for addresses, names and paths (see ARCHITECTURE.md's contracts). Tests isolate
+themselves by building a ``Settings`` with another topic, root or group instead of wiping
+shared state: ``Settings.from_env().replace(topic="t-123", root="/lambda-test/abc")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "localhost:9092"
+    topic: str = "weblogs"
+    partitions: int = 3
+    hdfs_url: str = "hdfs://localhost:8020"
+    webhdfs_url: str = "http://localhost:9870"
+    root: str = "/lambda"
+    ingest_group: str = "lambdaflow-ingest"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            topic=_env("LAMBDAFLOW_TOPIC", cls.topic),
+            partitions=int(_env("LAMBDAFLOW_PARTITIONS", str(cls.partitions))),
+            hdfs_url=_env("HDFS_URL", cls.hdfs_url).rstrip("/"),
+            webhdfs_url=_env("WEBHDFS_URL", cls.webhdfs_url).rstrip("/"),
+            root=_env("LAMBDAFLOW_ROOT", cls.root).rstrip("/"),
+            ingest_group=_env("LAMBDAFLOW_INGEST_GROUP", cls.ingest_group),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        return {
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "LAMBDAFLOW_TOPIC": self.topic,
+            "LAMBDAFLOW_PARTITIONS": str(self.partitions),
+            "HDFS_URL": self.hdfs_url,
+            "WEBHDFS_URL": self.webhdfs_url,
+            "LAMBDAFLOW_ROOT": self.root,
+            "LAMBDAFLOW_INGEST_GROUP": self.ingest_group,
+        }
+
+    # -- HDFS paths (absolute paths inside HDFS, without the hdfs:// prefix) --------------------
+    @property
+    def landing_path(self) -> str:
+        return f"{self.root}/landing/{self.topic}"
+
+    @property
+    def quarantine_path(self) -> str:
+        return f"{self.root}/quarantine/{self.topic}"
+
+    @property
+    def checkpoint_path(self) -> str:
+        return f"{self.root}/checkpoints/ingest"
+
+    @property
+    def batch_root(self) -> str:
+        return f"{self.root}/batch"
+
+    @property
+    def speed_root(self) -> str:
+        return f"{self.root}/speed"
+
+    @property
+    def lag_history_path(self) -> str:
+        return f"{self.root}/monitoring/lag"
+
+    def uri(self, path: str) -> str:
+        """A full ``hdfs://`` URI for an HDFS path, for Spark."""
+        return f"{self.hdfs_url}{path}"

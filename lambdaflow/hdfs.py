@@ -1,0 +1,57 @@
+"""WebHDFS access for the parts of lambdaflow that run outside Spark (lag monitor, sensors, CLI).
+
+Spark jobs use the Hadoop FileSystem through the JVM instead; this module is for light
+bookkeeping reads and writes (manifests, markers, history) from plain Python.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Any
+
+from hdfs import InsecureClient
+from hdfs.util import HdfsError
+
+from lambdaflow.config import Settings
+
+__all__ = ["HdfsError", "client", "read_json", "write_json", "list_names"]
+
+
+def hdfs_user() -> str:
+    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+
+def client(settings: Settings | None = None, timeout: float = 10.0) -> InsecureClient:
+    settings = settings or Settings.from_env()
+    return InsecureClient(settings.webhdfs_url, user=hdfs_user(), timeout=timeout)
+
+
+def list_names(c: InsecureClient, path: str) -> list[str]:
+    """Names in a directory, or [] when it does not exist."""
+    if c.status(path, strict=False) is None:
+        return []
+    return c.list(path)
+
+
+def read_json(c: InsecureClient, path: str, default: Any = None) -> Any:
+    if c.status(path, strict=False) is None:
+        return default
+    with c.read(path, encoding="utf-8") as reader:
+        return json.load(reader)
+
+
+def write_json(c: InsecureClient, path: str, document: Any) -> None:
+    """Write a JSON document atomically: to a temp file beside it, then rename over it."""
+    parent, name = path.rsplit("/", 1)
+    tmp = f"{parent}/_tmp.{name}.{os.getpid()}"
+    c.write(tmp, data=json.dumps(document, sort_keys=True), encoding="utf-8", overwrite=True)
+    c.rename(tmp, path) if c.status(path, strict=False) is None else _replace(c, tmp, path)
+
+
+def _replace(c: InsecureClient, tmp: str, path: str) -> None:
+    # WebHDFS RENAME does not overwrite; delete then rename leaves a tiny window where the
+    # file is absent, which readers of these bookkeeping files treat as "not written yet".
+    c.delete(path)
+    c.rename(tmp, path)

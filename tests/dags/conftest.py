@@ -1,0 +1,11 @@
+"""DAG tests run against this deployment's Airflow configuration (a migrated SQLite DB is enough)."""
+
+from __future__ import annotations
+
+import os
+
+from lambdaflow.stack import airflow_env, ensure_migrated
+
+# Set before anything imports airflow: its configuration is read once, at import.
+os.environ.update(airflow_env())
+ensure_migrated()
