@@ -84,7 +84,8 @@ def group_offsets(settings: Settings, group: str | None = None, topic: str | Non
     topic = topic or settings.topic
     client = admin(settings)
     try:
-        offsets = client.list_consumer_group_offsets(group or settings.ingest_group)
+        group = group or settings.ingest_group
+        offsets = client.list_group_offsets({group: None}).get(group, {})
     finally:
         client.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items()

@@ -24,7 +24,8 @@ DEFAULT_CONF = {
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
     "spark.hadoop.dfs.client.use.datanode.hostname": "true",
     "spark.hadoop.dfs.replication": "1",
-    "spark.driver.extraJavaOptions": "-XX:+UseG1GC",
+    "spark.driver.extraJavaOptions": "-XX:+UseG1GC -Dlog4j2.configurationFile="
+                                     + str(Path(__file__).parent / "stack" / "conf" / "spark-log4j2.properties"),
 }
 
 
@@ -61,6 +62,14 @@ def session(app_name: str, settings: Settings | None = None, master: str | None 
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def submit_env(settings: Settings | None = None) -> dict[str, str]:
+    """Environment for a spark-submit child: the settings, and this virtualenv's Python for the driver."""
+    import sys
+
+    settings = settings or Settings.from_env()
+    return {**settings.env(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
 def submit_command(script: str, args: list[str], settings: Settings | None = None,

@@ -36,11 +36,12 @@ def isolated(stack: Settings) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def spark(stack: Settings):
-    """The one local SparkSession of the test session, with the Kafka connector and HDFS."""
+def spark():
+    """The one local SparkSession of the test session, with the Kafka connector; it reaches HDFS
+    only when a test asks for a path there (integration tests also request ``stack``)."""
     from lambdaflow.spark import session
 
-    spark = session("lambdaflow-tests", stack, master="local[2]")
+    spark = session("lambdaflow-tests", Settings.from_env(), master="local[2]")
     yield spark
     spark.stop()
 

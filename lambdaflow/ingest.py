@@ -1,0 +1,426 @@
+"""The streaming ingest: Kafka -> HDFS landing zone, exactly once, plus the speed views.
+
+Spark Structured Streaming's Kafka source is the *direct* approach: the driver fixes each
+micro-batch's offset range, one Kafka partition maps to one Spark partition, there are no
+receivers and no write-ahead log. Exactly-once comes from the sink side: each micro-batch's
+landed rows, quarantined rows and speed-view partials are committed together with the batch's
+offset ranges (``lambdaflow.landing``), keyed by the ranges, so a replayed range is recognised
+and never lands twice.
+
+Recovery:
+- with the checkpoint, Spark resumes and replays the unfinished batch; rows at offsets the
+  landing zone already holds are dropped (``after_positions``), so a replay replaces nothing twice;
+- without it (deleted, or unusable after an upgrade), the stream starts at the landing positions
+  (largest ``until`` per partition, compared as integers: no skipped record, no duplicate);
+- when Kafka no longer holds offsets the landing zone needs (retention), start-up fails and names
+  the gap.
+
+Run with ``lambdaflow ingest`` (spark-submit of ``spark_jobs/stream_ingest.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from lambdaflow import landing
+from lambdaflow.config import Settings
+from lambdaflow.errors import UserError
+
+log = logging.getLogger("lambdaflow.ingest")
+
+LOCK_STALE_S = 60.0
+
+
+class StopIngest(Exception):
+    """Raised inside a micro-batch that starts after a stop was requested (nothing written yet)."""
+
+
+class RetentionGap(UserError):
+    """Kafka no longer holds offsets the landing zone needs."""
+
+
+class IngestLock:
+    """One writer per landing zone: a lock file in HDFS naming its holder, refreshed by a heartbeat.
+
+    A second ingest fails with a message naming the holder. A lock whose holder is gone (same host,
+    dead pid) or whose heartbeat is older than ``LOCK_STALE_S`` is taken over.
+    """
+
+    def __init__(self, fs, path: str) -> None:
+        self.fs, self.path = fs, path
+        self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "started_ms": _now_ms()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        if self.fs.exists(self.path):
+            current = json.loads(self.fs.read_text(self.path))
+            age_s = (_now_ms() - self.fs.modification_time_ms(self.path)) / 1000
+            same_host_dead = current.get("host") == self.holder["host"] and not _pid_alive(current.get("pid", -1))
+            if current.get("pid") != self.holder["pid"] and age_s < LOCK_STALE_S and not same_host_dead:
+                raise UserError(
+                    f"another ingest holds the landing zone lock {self.path}: host {current.get('host')} "
+                    f"pid {current.get('pid')} (heartbeat {age_s:.0f}s ago); stop it first")
+            log.warning("taking over a stale ingest lock held by %s", current)
+        self.fs.write_atomic(self.path, json.dumps(self.holder))
+        self._thread = threading.Thread(target=self._heartbeat, name="ingest-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(LOCK_STALE_S / 4):
+            try:
+                self.fs.write_atomic(self.path, json.dumps({**self.holder, "heartbeat_ms": _now_ms()}))
+            except Exception as exc:  # the next beat retries; a lost lock shows as a stale heartbeat
+                log.warning("lock heartbeat failed: %s", exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        try:
+            if self.fs.exists(self.path) and json.loads(self.fs.read_text(self.path)).get("pid") == self.holder["pid"]:
+                self.fs.delete(self.path, recursive=False)
+        except Exception as exc:
+            log.warning("could not release the ingest lock %s: %s", self.path, exc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:
+        return True
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LandingCommitter:
+    """Commits micro-batches to the landing zone (see ``lambdaflow.landing`` for the protocol)."""
+
+    def __init__(self, spark, settings: Settings, fs, lg_config_k: int = 12) -> None:
+        self.spark, self.settings, self.fs = spark, settings, fs
+        self.lg_config_k = lg_config_k
+        self.landing = settings.landing_path
+        self.manifests = f"{self.landing}/{landing.MANIFESTS}"
+        self.staging = f"{self.landing}/{landing.STAGING}"
+        self.positions: dict[int, int] = {}
+        self.batch_lock = threading.Lock()
+        self.stopping = False
+        self.totals = {"batches": 0, "landed": 0, "quarantined": 0}
+        self._group_consumer = None
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Roll committed staging directories forward and uncommitted ones back; load positions."""
+        keys = {p.rsplit("/", 1)[1].removesuffix(".json") for p in self.fs.list(self.manifests)
+                if landing.is_manifest_name(p.rsplit("/", 1)[1])}
+        for staged_dir in self.fs.list(self.staging):
+            key = staged_dir.rsplit("/", 1)[1]
+            if key in keys:
+                manifest = json.loads(self.fs.read_text(f"{self.manifests}/{key}.json"))
+                self._move_files(manifest["files"])
+                log.info("recovery: rolled committed batch %s forward", key)
+            else:
+                log.info("recovery: rolled uncommitted batch %s back", key)
+            self.fs.delete(staged_dir)
+        for tmp in self.fs.list(self.manifests):
+            if tmp.rsplit("/", 1)[1].startswith("_tmp"):
+                self.fs.delete(tmp, recursive=False)
+        self.positions = landing.positions_from_keys(keys)
+
+    def starting_offsets(self, partitions: list[int], earliest: dict[int, int]) -> str:
+        """The Kafka source's startingOffsets for a stream without a checkpoint: the landing positions."""
+        offsets = {}
+        for p in partitions:
+            position = self.positions.get(p)
+            if position is None:
+                offsets[str(p)] = -2  # earliest
+            elif earliest.get(p, 0) > position:
+                raise RetentionGap(
+                    f"Kafka no longer holds offsets the landing zone needs: {self.settings.topic} partition {p} "
+                    f"starts at {earliest[p]} but the landing zone ends at {position} "
+                    f"(offsets {position}..{earliest[p] - 1} are gone; lower retention or re-produce them)")
+            else:
+                offsets[str(p)] = position
+        return json.dumps({self.settings.topic: offsets})
+
+    # -- one micro-batch ----------------------------------------------------------------------
+    def __call__(self, records, batch_id: int) -> None:
+        with self.batch_lock:
+            if self.stopping:
+                raise StopIngest("stop requested")
+            self._commit_batch(records, batch_id)
+
+    def _commit_batch(self, records, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        from lambdaflow import views
+        from lambdaflow.ingest_transforms import after_positions, landed_rows, parse_records, quarantined_rows
+
+        started = time.monotonic()
+        fresh = after_positions(records, self.positions).persist()
+        try:
+            bounds = fresh.groupBy("partition").agg(F.min("offset").alias("lo"), F.max("offset").alias("hi")).collect()
+            if not bounds:
+                return
+            ranges = [landing.OffsetRange(int(r["partition"]), int(r["lo"]), int(r["hi"]) + 1) for r in bounds]
+            key = landing.commit_key(ranges)
+            stage = f"{self.staging}/{key}"
+            self.fs.delete(stage)
+            parsed = parse_records(fresh).persist()
+            try:
+                landed = landed_rows(parsed)
+                activity = views.speed_activity_partial(landed).persist()
+                hours = {int(r["timestamp_hour"]): int(r["rows"]) for r in activity.groupBy("timestamp_hour").agg(
+                    (F.sum("purchase_count") + F.sum("add_to_cart_count") + F.sum("page_view_count")).alias("rows")
+                ).collect()}
+                n_landed = sum(hours.values())
+                n_total = sum(r.count for r in ranges)
+                n_quarantined = n_total - n_landed
+                uri = self.settings.uri
+                if n_landed:
+                    landed.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
+                    activity.coalesce(1).write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product"))
+                    (views.speed_visitors_partial(landed, self.lg_config_k).coalesce(1)
+                     .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
+                if n_quarantined:
+                    quarantined_rows(parsed).coalesce(1).write.parquet(uri(f"{stage}/quarantine"))
+                activity.unpersist()
+            finally:
+                parsed.unpersist()
+            files = self._plan_moves(stage, key)
+            manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
+                                                 hours, _now_ms())
+            self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
+            self._move_files(files)
+            self.fs.delete(stage)
+        finally:
+            fresh.unpersist()
+        for r in ranges:
+            self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
+        self._commit_group_offsets()
+        self.totals["batches"] += 1
+        self.totals["landed"] += n_landed
+        self.totals["quarantined"] += n_quarantined
+        log.info("batch %d committed %s: landed %d, quarantined %d, offsets %s, %.2fs", batch_id, key, n_landed,
+                 n_quarantined, ", ".join(f"p{r.partition}:[{r.from_offset},{r.until_offset})" for r in ranges),
+                 time.monotonic() - started)
+
+    def _plan_moves(self, stage: str, key: str) -> list[dict]:
+        """Staged data files -> their final paths, named by the commit key."""
+        targets = {
+            "landing": self.landing,
+            "activity_by_product": f"{self.settings.speed_root}/activity_by_product",
+            "visitors_by_product": f"{self.settings.speed_root}/visitors_by_product",
+            "quarantine": self.settings.quarantine_path,
+        }
+        moves = []
+        for kind, target in targets.items():
+            n = 0
+            for path in self.fs.list_files_recursive(f"{stage}/{kind}"):
+                name = path.rsplit("/", 1)[1]
+                if not name.endswith(".parquet"):
+                    continue  # _SUCCESS and checksums
+                relative_dir = path[len(f"{stage}/{kind}"):].rsplit("/", 1)[0]  # "/timestamp_hour=..." or ""
+                final = f"{target}{relative_dir}/part-{key}-{n}.snappy.parquet"
+                moves.append({"kind": kind, "staged": path, "final": final})
+                n += 1
+        return moves
+
+    def _move_files(self, files: list[dict]) -> None:
+        for f in files:
+            if self.fs.exists(f["final"]):
+                continue  # moved before a crash
+            if not self.fs.exists(f["staged"]):
+                raise RuntimeError(f"committed file lost: neither {f['staged']} nor {f['final']} exists")
+            self.fs.rename(f["staged"], f["final"])
+
+    def _commit_group_offsets(self) -> None:
+        """Publish the landed positions to the consumer group so Kafka's tools show the ingest's lag."""
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            if self._group_consumer is None:
+                self._group_consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                                     group_id=self.settings.ingest_group,
+                                                     enable_auto_commit=False, request_timeout_ms=10000)
+            self._group_consumer.commit({TopicPartition(self.settings.topic, p): OffsetAndMetadata(o, "", -1)
+                                         for p, o in self.positions.items()})
+        except Exception as exc:  # a convenience copy of the landing positions: never fails the batch
+            log.warning("committing positions to consumer group %s failed: %s", self.settings.ingest_group, exc)
+
+    def close(self) -> None:
+        if self._group_consumer is not None:
+            self._group_consumer.close()
+
+
+def run_stream(settings: Settings, available_now: bool = False, trigger_interval: str = "1 second",
+               max_offsets_per_trigger: int | None = None, lg_config_k: int = 12) -> dict:
+    """Run the ingest until stopped (SIGTERM/SIGINT finish the current batch) or, with
+    ``available_now``, until everything Kafka held at start has landed. Returns the totals."""
+    from lambdaflow import kafka_admin
+    from lambdaflow.jvm_fs import JvmFs
+    from lambdaflow.spark import session
+
+    spark = session("lambdaflow-ingest", settings)
+    fs = JvmFs(spark, settings.hdfs_url)
+    lock = IngestLock(fs, f"{settings.root}/checkpoints/ingest.lock")
+    lock.acquire()
+    committer = LandingCommitter(spark, settings, fs, lg_config_k)
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("signal %d: finishing the current batch, then stopping", signum)
+        stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    marker = stop_marker(settings)
+    try:
+        if fs.exists(marker):  # a stop request for an earlier run
+            fs.delete(marker, recursive=False)
+        committer.recover()
+        partitions = kafka_admin.topic_partitions(settings)
+        if not partitions:
+            raise UserError(f"topic {settings.topic} does not exist on {settings.kafka_bootstrap}")
+        earliest = kafka_admin.beginning_offsets(settings)
+        starting = committer.starting_offsets(partitions, earliest)
+        for attempt in (1, 2):
+            query = _start_query(spark, settings, committer, starting, available_now, trigger_interval,
+                                 max_offsets_per_trigger)
+            log.info("ingest started: topic %s, landing positions %s, checkpoint %s", settings.topic,
+                     committer.positions or "none (from earliest)", settings.checkpoint_path)
+            error = _supervise(query, committer, stop_requested, lambda: fs.exists(marker))
+            if error is None or isinstance(error, StopIngest) or stop_requested.is_set():
+                break
+            if attempt == 1 and _is_checkpoint_problem(error):
+                aside = f"{settings.checkpoint_path}.unusable-{_now_ms()}"
+                log.warning("the checkpoint cannot be used (%s); moving it to %s and resuming from the landing "
+                            "zone's offset ranges", str(error).splitlines()[0][:300], aside)
+                fs.rename(settings.checkpoint_path, aside)
+                committer.recover()
+                starting = committer.starting_offsets(partitions, kafka_admin.beginning_offsets(settings))
+                continue
+            raise error
+        if fs.exists(marker):
+            fs.delete(marker, recursive=False)
+        return {**committer.totals, "positions": committer.positions}
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        committer.close()
+        lock.release()
+
+
+def _start_query(spark, settings, committer, starting, available_now, trigger_interval, max_offsets):
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+              .option("subscribe", settings.topic)
+              .option("startingOffsets", starting)
+              .option("failOnDataLoss", "true")
+              .option("includeHeaders", "false"))
+    if max_offsets:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
+    writer = (reader.load().writeStream.queryName("lambdaflow_ingest").foreachBatch(committer)
+              .option("checkpointLocation", settings.uri(settings.checkpoint_path)))
+    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=trigger_interval)
+    return writer.start()
+
+
+def _supervise(query, committer: LandingCommitter, stop_requested: threading.Event,
+               marker_present) -> Exception | None:
+    """Wait for the query; on a stop request (signal or marker) let the running batch finish, then stop it."""
+    polls = 0
+    while query.isActive:
+        polls += 1
+        if polls % 4 == 0 and marker_present():
+            log.info("stop marker found: finishing the current batch, then stopping")
+            stop_requested.set()
+        if stop_requested.is_set():
+            with committer.batch_lock:  # waits for a batch in flight to commit
+                committer.stopping = True
+            query.stop()
+            break
+        query.awaitTermination(0.5)
+    exc = query.exception()
+    if exc is None:
+        return None
+    if "StopIngest" in str(exc):
+        return StopIngest(str(exc))
+    return RuntimeError(str(exc))
+
+
+def _is_checkpoint_problem(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(s in text for s in ("checkpoint", "offset log", "offsetseqlog", "incompatible", "metadata"))
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--available-now", action="store_true",
+                        help="bounded mode: land everything Kafka holds now, then exit 0")
+    parser.add_argument("--trigger-interval", default=os.environ.get("LAMBDAFLOW_TRIGGER_INTERVAL", "1 second"),
+                        help="micro-batch trigger interval (default: %(default)s)")
+    parser.add_argument("--max-offsets-per-trigger", type=int,
+                        default=int(os.environ.get("LAMBDAFLOW_MAX_OFFSETS_PER_TRIGGER", "0")) or None,
+                        help="rate limit: at most this many records per micro-batch")
+    parser.add_argument("--lg-config-k", type=int, default=12, help="HLL sketch size for speed views (4..21)")
+    parser.add_argument("--stop", action="store_true",
+                        help="ask the running ingest to finish its current batch and exit (a stop marker in HDFS)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`lambdaflow ingest`: the streaming job in this process (SIGTERM/SIGINT stop it cleanly).
+
+    The ``weblogs_ingest`` DAG runs the same job through spark-submit (``spark_jobs/stream_ingest.py``).
+    """
+    if args.stop:
+        return request_stop(Settings.from_env())
+    configure_logging()
+    totals = run_stream(Settings.from_env(), available_now=args.available_now, trigger_interval=args.trigger_interval,
+                        max_offsets_per_trigger=args.max_offsets_per_trigger, lg_config_k=args.lg_config_k)
+    print(json.dumps({"ingest": totals}), flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of spark_jobs/stream_ingest.py."""
+    parser = argparse.ArgumentParser(prog="stream_ingest.py", description="lambdaflow streaming ingest")
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except UserError as exc:
+        print(f"stream_ingest: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def stop_marker(settings: Settings) -> str:
+    return f"{settings.root}/checkpoints/ingest.stop"
+
+
+def request_stop(settings: Settings) -> int:
+    """Ask a running ingest (wherever it runs) to finish its batch and exit, via a marker in HDFS."""
+    from lambdaflow import hdfs
+
+    hdfs.client(settings).write(stop_marker(settings), data=str(_now_ms()), overwrite=True, encoding="utf-8")
+    print(f"stop requested: {stop_marker(settings)}; the ingest stops after its current batch")
+    return 0
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("py4j").setLevel(logging.WARNING)

@@ -1,0 +1,158 @@
+"""The landing zone: the master dataset on HDFS, and its commit log of offset ranges.
+
+Layout under ``settings.landing_path`` (``/lambda/landing/weblogs``)::
+
+    timestamp_hour=<epoch ms>/part-<commit key>-<n>.snappy.parquet   landed events
+    _manifests/<commit key>.json                                     one per committed micro-batch
+    _staging/<commit key>/...                                        a batch being written
+
+A **commit key** names a micro-batch by its offset ranges, never by Spark's batch id (a new
+checkpoint restarts batch ids at 0): ``<partition>-<from>-<until>`` per topic-partition, sorted by
+partition, joined by ``_``; ``from`` inclusive, ``until`` exclusive, e.g. ``0-0-1200_2-17-90``.
+
+**Commit protocol** (one writer, see ``IngestLock``):
+
+1. write the batch's files (landed rows, quarantined rows, speed-view partials) under
+   ``_staging/<key>/``;
+2. write ``_manifests/<key>.json`` listing the ranges, counts and every staged -> final file
+   (temp file + rename: this is the commit point);
+3. rename each staged file to its final place, then delete ``_staging/<key>``.
+
+**Recovery** (``recover``, run before the stream starts): a staging directory with a manifest is
+rolled forward (its remaining files moved), one without is rolled back (deleted). After recovery
+``spark.read.parquet(landing)`` returns every landed record exactly once.
+
+The **landing position** of a partition is the largest ``until`` over all manifests, compared as
+integers. It is the ingest's truth about progress: recovery without a checkpoint resumes there,
+the lag monitor measures from it, the batch layer's completeness check waits for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Iterable
+
+MANIFESTS = "_manifests"
+STAGING = "_staging"
+_RANGE = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class OffsetRange:
+    """Offsets [from_offset, until_offset) of one topic-partition."""
+
+    partition: int
+    from_offset: int
+    until_offset: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.from_offset <= self.until_offset:
+            raise ValueError(f"bad offset range {self}")
+
+    @property
+    def count(self) -> int:
+        return self.until_offset - self.from_offset
+
+
+def commit_key(ranges: Iterable[OffsetRange]) -> str:
+    ordered = sorted(ranges)
+    if not ordered:
+        raise ValueError("a commit needs at least one offset range")
+    if len({r.partition for r in ordered}) != len(ordered):
+        raise ValueError(f"one range per partition expected: {ordered}")
+    return "_".join(f"{r.partition}-{r.from_offset}-{r.until_offset}" for r in ordered)
+
+
+def parse_commit_key(key: str) -> list[OffsetRange]:
+    """Offset ranges from a commit key or a manifest file name (``<key>.json``)."""
+    key = key.removesuffix(".json")
+    ranges = []
+    for part in key.split("_"):
+        match = _RANGE.match(part)
+        if not match:
+            raise ValueError(f"not a commit key: {key!r}")
+        ranges.append(OffsetRange(*(int(g) for g in match.groups())))
+    return ranges
+
+
+def is_manifest_name(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith("_")
+
+
+def positions_from_keys(keys: Iterable[str]) -> dict[int, int]:
+    """Landing position per partition: the largest ``until`` (as an integer) over all commits."""
+    positions: dict[int, int] = {}
+    for key in keys:
+        for r in parse_commit_key(key):
+            if r.until_offset > positions.get(r.partition, -1):
+                positions[r.partition] = r.until_offset
+    return positions
+
+
+def merge_ranges(keys: Iterable[str]) -> dict[int, list[tuple[int, int]]]:
+    """Committed offsets per partition as sorted, coalesced [from, until) intervals (gaps show)."""
+    per_partition: dict[int, list[tuple[int, int]]] = {}
+    for key in keys:
+        for r in parse_commit_key(key):
+            per_partition.setdefault(r.partition, []).append((r.from_offset, r.until_offset))
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for partition, intervals in per_partition.items():
+        out: list[tuple[int, int]] = []
+        for start, end in sorted(intervals):
+            if out and start <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((start, end))
+        merged[partition] = out
+    return merged
+
+
+def manifest_document(topic: str, ranges: list[OffsetRange], files: list[dict], landed: int,
+                      quarantined: int, hours: dict[int, int], committed_at_ms: int) -> dict:
+    return {
+        "topic": topic,
+        "ranges": [dataclasses.asdict(r) for r in sorted(ranges)],
+        "files": files,
+        "landed_rows": landed,
+        "quarantined_rows": quarantined,
+        "hours": {str(h): n for h, n in sorted(hours.items())},
+        "committed_at_ms": committed_at_ms,
+    }
+
+
+def hour_of(timestamp_ms: int) -> int:
+    return timestamp_ms - timestamp_ms % 3_600_000
+
+
+# ------------------------------------------------------------------ plain-Python readers (WebHDFS)
+def manifest_keys(client, landing_path: str) -> list[str]:
+    """Commit keys of every committed micro-batch (listing only: the names carry the ranges)."""
+    from lambdaflow.hdfs import list_names
+
+    return [n.removesuffix(".json") for n in list_names(client, f"{landing_path}/{MANIFESTS}")
+            if is_manifest_name(n)]
+
+
+def positions(client, landing_path: str) -> dict[int, int]:
+    return positions_from_keys(manifest_keys(client, landing_path))
+
+
+def read_manifests(client, landing_path: str) -> list[dict]:
+    from lambdaflow.hdfs import read_json
+
+    return [read_json(client, f"{landing_path}/{MANIFESTS}/{k}.json") for k in manifest_keys(client, landing_path)]
+
+
+def landed_rows_by_hour(client, landing_path: str) -> dict[int, int]:
+    """Rows landed per event hour, summed over the manifests (the batch layer's validation)."""
+    hours: dict[int, int] = {}
+    for manifest in read_manifests(client, landing_path):
+        for hour, rows in manifest.get("hours", {}).items():
+            hours[int(hour)] = hours.get(int(hour), 0) + rows
+    return hours
+
+
+def dumps(document: dict) -> str:
+    return json.dumps(document, sort_keys=True)

@@ -1,0 +1,88 @@
+"""Parsing and validation of Kafka records into landed and quarantined rows (local SparkSession)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from lambdaflow import events
+from lambdaflow.ingest_transforms import after_positions, landed_rows, parse_records, quarantined_rows
+
+KAFKA_TIME = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
+EVENT = {"timestamp": 1795600000000, "referrer": "Internal", "action": "purchase", "prev_page": "Page-2",
+         "visitor": "Visitor-7", "page": "Page-3", "product": "Blue Kettle"}
+
+
+def records(spark, values: list[bytes | None]):
+    rows = [(b"k", v, "weblogs", i % 3, i, KAFKA_TIME, 0) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, offset long, "
+                                       "timestamp timestamp, timestampType int")
+
+
+def reasons(spark, values: list[bytes | None]) -> list[str | None]:
+    parsed = parse_records(records(spark, values)).orderBy("kafka_offset")
+    return [r.reason for r in parsed.collect()]
+
+
+def as_json(**changes) -> bytes:
+    obj = {**EVENT, **changes}
+    return json.dumps({k: v for k, v in obj.items() if v is not ...}).encode()
+
+
+def test_valid_json_and_tsv_land_with_the_same_fields(spark) -> None:
+    tsv = "\t".join(str(EVENT[f]) for f in events.FIELDS).encode()
+    landed = landed_rows(parse_records(records(spark, [as_json(), tsv]))).orderBy("kafka_offset").collect()
+    assert len(landed) == 2
+    for row in landed:
+        assert (row.timestamp, row.referrer, row.action, row.prev_page, row.visitor, row.page, row.product) == tuple(
+            EVENT[f] for f in events.FIELDS)
+        assert row.timestamp_hour == 1795600000000 - 1795600000000 % 3_600_000
+
+
+def test_tsv_empty_prev_page_is_null(spark) -> None:
+    tsv = b"1795600000000\tGoogle\tpage_view\t\tVisitor-1\tPage-1\tBlue Kettle"
+    [row] = landed_rows(parse_records(records(spark, [tsv]))).collect()
+    assert row.prev_page is None
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b"", "empty"),
+    (None, "empty"),
+    (events.GARBAGE, "unparseable"),
+    (b'{"timestamp": 17', "malformed_json"),
+    (as_json(visitor=...), "missing_field: visitor"),
+    (as_json(product=""), "missing_field: product"),
+    (as_json(timestamp="yesterday"), "wrong_type"),
+    (as_json(timestamp=1.5), "wrong_type"),
+    (as_json(action="refund"), "unknown_action: refund"),
+    (as_json(timestamp=0), "bad_timestamp"),
+    (as_json(timestamp=int(KAFKA_TIME.timestamp() * 1000) + 2 * 86_400_000), "bad_timestamp"),
+    (b"1795600000000\tGoogle\tpage_view\tx", "malformed_tsv: expected 7 fields, got 4"),
+])
+def test_each_kind_of_bad_record_gets_its_reason(spark, value, reason) -> None:
+    [got] = reasons(spark, [value])
+    assert got is not None and got.startswith(reason), got
+
+
+def test_every_injected_bad_kind_is_quarantined(spark) -> None:
+    import random
+
+    event = events.Event(**EVENT)
+    generator_values = [events.malformed(kind, event, random.Random(1)) for kind in events.BAD_KINDS]
+    assert all(r is not None for r in reasons(spark, generator_values))
+
+
+def test_quarantine_keeps_raw_key_value_and_coordinates(spark) -> None:
+    parsed = parse_records(records(spark, [as_json(), b"junk"]))
+    [bad] = quarantined_rows(parsed).collect()
+    assert (bad.key, bytes(bad.value), bad.topic, bad.kafka_partition, bad.kafka_offset) == (
+        bytearray(b"k"), b"junk", "weblogs", 1, 1)
+    assert landed_rows(parsed).count() == 1
+
+
+def test_after_positions_drops_offsets_already_landed(spark) -> None:
+    df = records(spark, [as_json()] * 9)  # partitions 0,1,2 at offsets 0..8
+    kept = after_positions(df, {0: 4, 1: 10}).select("partition", "offset").collect()
+    assert sorted((r.partition, r.offset) for r in kept) == [(0, 6), (2, 2), (2, 5), (2, 8)]
