@@ -371,6 +371,8 @@ def _is_checkpoint_problem(error: Exception) -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--available-now", action="store_true",
                         help="bounded mode: land everything Kafka holds now, then exit 0")
+    parser.add_argument("--mode", choices=["continuous", "available-now"], default="continuous",
+                        help="the same choice as --available-now, as a value (for templated arguments)")
     parser.add_argument("--trigger-interval", default=os.environ.get("LAMBDAFLOW_TRIGGER_INTERVAL", "1 second"),
                         help="micro-batch trigger interval (default: %(default)s)")
     parser.add_argument("--max-offsets-per-trigger", type=int,
@@ -389,7 +391,8 @@ def run(args: argparse.Namespace) -> int:
     if args.stop:
         return request_stop(Settings.from_env())
     configure_logging()
-    totals = run_stream(Settings.from_env(), available_now=args.available_now, trigger_interval=args.trigger_interval,
+    available_now = args.available_now or args.mode == "available-now"
+    totals = run_stream(Settings.from_env(), available_now=available_now, trigger_interval=args.trigger_interval,
                         max_offsets_per_trigger=args.max_offsets_per_trigger, lg_config_k=args.lg_config_k)
     print(json.dumps({"ingest": totals}), flush=True)
     return 0

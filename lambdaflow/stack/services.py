@@ -338,6 +338,8 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs_conn),
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(VENV_BIN.parent),
+        "PYSPARK_PYTHON": sys.executable,  # spark-submit's driver runs in this virtualenv
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
         "PYTHONUNBUFFERED": "1",
         "NO_PROXY": "*",
     }
