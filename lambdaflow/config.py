@@ -31,12 +31,13 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
+        """Addresses default to the local deployment's ports (which `KAFKA_PORT` etc. can move)."""
         return cls(
-            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", f"localhost:{_env('KAFKA_PORT', '9092')}"),
             topic=_env("LAMBDAFLOW_TOPIC", cls.topic),
             partitions=int(_env("LAMBDAFLOW_PARTITIONS", str(cls.partitions))),
-            hdfs_url=_env("HDFS_URL", cls.hdfs_url).rstrip("/"),
-            webhdfs_url=_env("WEBHDFS_URL", cls.webhdfs_url).rstrip("/"),
+            hdfs_url=_env("HDFS_URL", f"hdfs://localhost:{_env('HDFS_NAMENODE_PORT', '8020')}").rstrip("/"),
+            webhdfs_url=_env("WEBHDFS_URL", f"http://localhost:{_env('HDFS_HTTP_PORT', '9870')}").rstrip("/"),
             root=_env("LAMBDAFLOW_ROOT", cls.root).rstrip("/"),
             ingest_group=_env("LAMBDAFLOW_INGEST_GROUP", cls.ingest_group),
         )

@@ -195,14 +195,18 @@ class LandingCommitter:
                     activity.coalesce(1).write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product"))
                     (views.speed_visitors_partial(landed, self.lg_config_k).coalesce(1)
                      .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
+                reasons: dict[str, int] = {}
                 if n_quarantined:
-                    quarantined_rows(parsed).coalesce(1).write.parquet(uri(f"{stage}/quarantine"))
+                    bad = quarantined_rows(parsed)
+                    bad.coalesce(1).write.parquet(uri(f"{stage}/quarantine"))
+                    reasons = {r["kind"]: int(r["n"]) for r in bad.groupBy(
+                        F.substring_index("reason", ":", 1).alias("kind")).agg(F.count("*").alias("n")).collect()}
                 activity.unpersist()
             finally:
                 parsed.unpersist()
             files = self._plan_moves(stage, key)
             manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
-                                                 hours, _now_ms())
+                                                 hours, _now_ms(), reasons)
             self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
             self._move_files(files)
             self.fs.delete(stage)

@@ -110,13 +110,15 @@ def merge_ranges(keys: Iterable[str]) -> dict[int, list[tuple[int, int]]]:
 
 
 def manifest_document(topic: str, ranges: list[OffsetRange], files: list[dict], landed: int,
-                      quarantined: int, hours: dict[int, int], committed_at_ms: int) -> dict:
+                      quarantined: int, hours: dict[int, int], committed_at_ms: int,
+                      quarantine_reasons: dict[str, int] | None = None) -> dict:
     return {
         "topic": topic,
         "ranges": [dataclasses.asdict(r) for r in sorted(ranges)],
         "files": files,
         "landed_rows": landed,
         "quarantined_rows": quarantined,
+        "quarantine_reasons": dict(sorted((quarantine_reasons or {}).items())),
         "hours": {str(h): n for h, n in sorted(hours.items())},
         "committed_at_ms": committed_at_ms,
     }

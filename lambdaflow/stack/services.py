@@ -43,15 +43,8 @@ JAVA = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("J
 
 
 def default_settings() -> Settings:
-    """Settings that point at this deployment's ports unless the environment says otherwise."""
-    env = Settings.from_env()
-    return Settings(
-        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP") or f"localhost:{KAFKA_PORT}",
-        topic=env.topic, partitions=env.partitions,
-        hdfs_url=os.environ.get("HDFS_URL") or f"hdfs://localhost:{NAMENODE_PORT}",
-        webhdfs_url=os.environ.get("WEBHDFS_URL") or f"http://localhost:{NAMENODE_HTTP_PORT}",
-        root=env.root, ingest_group=env.ingest_group,
-    )
+    """Settings that point at this deployment (its ports, unless the environment says otherwise)."""
+    return Settings.from_env()
 
 
 # --------------------------------------------------------------------------------------- Kafka

@@ -1,0 +1,250 @@
+"""`make demo`: the whole lambda pipeline end to end, driven through Airflow's REST API.
+
+1. starts the deployment (Kafka, HDFS, Airflow) and waits for the DAGs to be parsed;
+2. unpauses `weblogs_ingest` (the long-running streaming job starts) and `weblogs_lag_monitor`;
+3. triggers `weblogs_producer` with Params that simulate several hours of traffic in under a
+   minute (time multiplier), with a small fraction of malformed records;
+4. follows progress (produced, landed, lag) until the ingest has caught up and the lag monitor
+   has a green run;
+5. backfills `weblogs_batch` for the completed simulated hours (the newest hour is left to the
+   speed layer) and waits for the runs;
+6. prints the accounting (produced = landed + quarantined, duplicates), the final lag, a serving
+   query answer with its batch/speed split, and where to look. Exit 0 only if the accounting holds.
+
+The deployment stays up afterwards; `make down` stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+
+from lambdaflow import hdfs, kafka_admin, landing, stack
+from lambdaflow.config import Settings
+from lambdaflow.errors import UserError
+
+DAGS = ["weblogs_producer", "weblogs_ingest", "weblogs_lag_monitor", "weblogs_batch"]
+HOUR = dt.timedelta(hours=1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hours", type=int, default=4, help="simulated hours of traffic (default %(default)s)")
+    parser.add_argument("--events", type=int, default=30_000, help="events to produce (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=1000, help="events/s (default %(default)s)")
+    parser.add_argument("--bad-fraction", type=float, default=0.01, help="malformed records (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="producer seed (default: a new one each run)")
+    parser.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.settings = stack.default_settings()
+        self.deadline = time.monotonic() + args.timeout
+        self.token = ""
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        try:
+            return stack.api(method, path, body, token=self.token)
+        except Exception as exc:
+            if getattr(exc, "code", None) == 401:  # token expired: log in again
+                self.token = stack.api_token()
+                return stack.api(method, path, body, token=self.token)
+            detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else ""
+            raise UserError(f"Airflow API {method} {path} failed: {exc} {detail}") from exc
+
+    def wait(self, what: str, check, every: float = 3.0, report=None):
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > self.deadline:
+                raise UserError(f"timed out waiting for {what}")
+            if report:
+                report()
+            time.sleep(every)
+
+    # ---------------------------------------------------------------------------------- steps
+    def run(self) -> int:
+        say("step 1/6: starting Kafka, HDFS and Airflow (a no-op for what is already up)")
+        stack.up()
+        self.token = stack.api_token()
+        stack.wait_for_dags(DAGS, timeout_s=240)
+        client = hdfs.client(self.settings)
+        before_ends = kafka_admin.end_offsets(self.settings)
+
+        say("step 2/6: unpausing weblogs_ingest (streaming job), weblogs_lag_monitor and weblogs_producer")
+        for dag_id in ("weblogs_ingest", "weblogs_lag_monitor", "weblogs_producer"):
+            self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+
+        # the simulated window ends a minute before now: its last, still open hour is the speed layer's
+        end = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) - dt.timedelta(minutes=1)
+        start = end - self.args.hours * HOUR
+        duration_s = self.args.events / self.args.rate
+        multiplier = self.args.hours * 3600 / duration_s
+        conf = {"count": self.args.events, "rate": self.args.rate, "start": iso(start),
+                "time_multiplier": round(multiplier, 3), "bad_fraction": self.args.bad_fraction}
+        if self.args.seed is not None:
+            conf["seed"] = self.args.seed
+        say(f"step 3/6: triggering weblogs_producer: {self.args.events} events at {self.args.rate:.0f}/s, "
+            f"simulated {iso(start)} .. {iso(end)} (x{multiplier:.0f})")
+        producer_run = self.api("POST", "/dags/weblogs_producer/dagRuns",
+                                {"logical_date": None, "conf": conf})["dag_run_id"]
+
+        def progress() -> None:
+            ends = kafka_admin.end_offsets(self.settings)
+            positions = landing.positions(client, self.settings.landing_path)
+            produced = sum(ends.values()) - sum(before_ends.values())
+            lag = sum(max(0, e - positions.get(p, 0)) for p, e in ends.items())
+            handled = sum(positions.values()) - sum(min(before_ends.get(p, 0), positions.get(p, 0)) for p in positions)
+            say(f"  produced {produced}, landed or quarantined {handled}, lag {lag}")
+
+        state = self.wait("weblogs_producer", lambda: self._finished("weblogs_producer", producer_run),
+                          every=5, report=progress)
+        if state != "success":
+            raise UserError(f"weblogs_producer run {producer_run} ended {state}; see the Airflow UI")
+        summary = self._xcom("weblogs_producer", producer_run, "produce_events")
+
+        say("step 4/6: waiting for the ingest to land everything and the lag monitor to turn green")
+        self.wait("the ingest to catch up", lambda: landing.positions(client, self.settings.landing_path)
+                  == kafka_admin.end_offsets(self.settings), every=3, report=progress)
+        lag_run = self.api("POST", "/dags/weblogs_lag_monitor/dagRuns", {"logical_date": None})["dag_run_id"]
+        lag_state = self.wait("weblogs_lag_monitor", lambda: self._finished("weblogs_lag_monitor", lag_run), every=5)
+
+        first_hour = start.replace(minute=0)
+        last_batch_hour = end.replace(minute=0) - HOUR  # the newest closed hour
+        say(f"step 5/6: backfilling weblogs_batch for the closed hours {iso(first_hour)} .. {iso(last_batch_hour + HOUR)} "
+            f"(the open hour from {iso(last_batch_hour + HOUR)} stays with the speed layer)")
+        for running in self.api("GET", "/backfills?dag_id=weblogs_batch&limit=100")["backfills"]:
+            if not running.get("completed_at"):  # left over from an interrupted demo
+                self.api("PUT", f"/backfills/{running['id']}/cancel")
+        # the scheduler also catches up today's hours (start_date: today 00:00 UTC); runs for the same
+        # hour are not created twice
+        self.api("PATCH", "/dags/weblogs_batch", {"is_paused": False})
+        backfill = self.api("POST", "/backfills", {
+            "dag_id": "weblogs_batch", "from_date": iso(first_hour), "to_date": iso(last_batch_hour),
+            "max_active_runs": 2, "reprocess_behavior": "completed",
+            "dag_run_conf": {"allowed_lateness_seconds": 0}})
+        batch_states = self.wait("the weblogs_batch backfill", lambda: self._backfill_done(backfill["id"]),
+                                 every=10, report=lambda: say(f"  batch runs: {self._backfill_states(backfill['id'])}"))
+
+        say("step 6/6: accounting")
+        return self.summarise(summary, before_ends, lag_state, batch_states, start)
+
+    def _finished(self, dag_id: str, run_id: str) -> str | None:
+        state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    def _xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        entry = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        value = entry["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def _backfill_states(self, backfill_id: int) -> dict[str, int]:
+        runs = self.api("GET", "/dags/weblogs_batch/dagRuns?limit=100&run_type=backfill")["dag_runs"]
+        counts: dict[str, int] = {}
+        for run in runs:
+            if run.get("backfill_id") in (None, backfill_id):
+                counts[run["state"]] = counts.get(run["state"], 0) + 1
+        return counts
+
+    def _backfill_done(self, backfill_id: int) -> dict[str, int] | None:
+        """The backfill's run states once it and the scheduler's own catch-up runs have all finished."""
+        info = self.api("GET", f"/backfills/{backfill_id}")
+        states = self._backfill_states(backfill_id)
+        unfinished = self.api("GET", "/dags/weblogs_batch/dagRuns?limit=1&state=queued&state=running")
+        if info.get("completed_at") and not unfinished["total_entries"] and not {"queued", "running"} & states.keys():
+            return states
+        return None
+
+    # ---------------------------------------------------------------------------------- summary
+    def summarise(self, produced: dict, before_ends: dict[int, int], lag_state: str, batch_states: dict,
+                  start: dt.datetime) -> int:
+        from lambdaflow import lag as lag_monitor
+        from lambdaflow import serving
+
+        client = hdfs.client(self.settings)
+        manifests = landing.read_manifests(client, self.settings.landing_path)
+        new = [m for m in manifests if any(r["until_offset"] > before_ends.get(r["partition"], 0) for r in m["ranges"])]
+        landed = sum(m["landed_rows"] for m in new)
+        quarantined = sum(m["quarantined_rows"] for m in new)
+        reasons: dict[str, int] = {}
+        for m in new:
+            for reason, n in m.get("quarantine_reasons", {}).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        duplicates, product = self._checks(start)
+        report = lag_monitor.monitor(self.settings, record=False)
+        rows = serving.query(None, self.settings, "activity", product, int(start.replace(minute=0).timestamp() * 1000),
+                             int(time.time() * 1000))
+        acked = int(produced.get("acked", 0))
+        ok = (acked == landed + quarantined and duplicates == 0 and report["total_lag"] == 0
+              and lag_state == "success" and batch_states.get("success", 0) > 0 and set(batch_states) == {"success"})
+        password = stack.services.admin_password()
+        lines = [
+            "",
+            "=" * 78,
+            "lambdaflow demo summary",
+            "=" * 78,
+            f"produced (acked by Kafka)      {acked}   (bad records injected: {produced.get('bad_injected')})",
+            f"landed in the landing zone     {landed}",
+            f"quarantined                    {quarantined}   by reason: {reasons}",
+            f"landed + quarantined           {landed + quarantined}   {'=' if acked == landed + quarantined else '!='} produced",
+            f"duplicate (partition, offset)  {duplicates}",
+            f"final lag                      {report['total_lag']} records, status {report['status']}",
+            f"lag monitor run                {lag_state}",
+            f"batch hours recomputed         {batch_states}",
+            f"serving query (activity, product {rows[0]['product'] if rows else '-'}):",
+            *(f"    {iso(dt.datetime.fromtimestamp(r['timestamp_hour'] / 1000, dt.timezone.utc))}  "
+              f"{r['layer']:5}  page_view {r['page_view_count']:5}  add_to_cart {r['add_to_cart_count']:4}  "
+              f"purchase {r['purchase_count']:4}" for r in rows),
+            f"Airflow UI                     {stack.services.airflow_url()}  (user admin, password {password})",
+            f"dashboard                      {stack.services.airflow_url()}/lambdaflow/",
+            f"the deployment stays up; stop it with `make down`",
+            f"RESULT: {'OK, every record accounted for exactly once' if ok else 'FAILED: the accounting does not hold'}",
+        ]
+        print("\n".join(lines), flush=True)
+        return 0 if ok else 1
+
+    def _checks(self, start: dt.datetime) -> tuple[int, str]:
+        """(partition, offset) pairs present more than once across landing zone and quarantine, at rest;
+        and the busiest product since ``start``, for the sample serving query."""
+        from pyspark.sql import functions as F
+
+        from lambdaflow.spark import session
+
+        spark = session("lambdaflow-demo-check", self.settings)
+        try:
+            coords = ["kafka_partition", "kafka_offset"]
+            frames = [spark.read.parquet(self.settings.uri(p)).select(*coords)
+                      for p in (self.settings.landing_path, self.settings.quarantine_path)
+                      if hdfs.client(self.settings).status(p, strict=False)
+                      and any(not n.startswith("_") for n in hdfs.client(self.settings).list(p))]
+            union = frames[0].unionByName(frames[1]) if len(frames) == 2 else frames[0]
+            duplicates = int(union.groupBy(*coords).count().where(F.col("count") > 1).count())
+            busiest = (spark.read.parquet(self.settings.uri(self.settings.landing_path))
+                       .where(F.col("timestamp_hour") >= int(start.timestamp() * 1000))
+                       .groupBy("product").count().orderBy(F.desc("count"), "product").first())
+            return duplicates, busiest["product"]
+        finally:
+            spark.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    return Demo(args).run()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
