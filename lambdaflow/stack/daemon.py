@@ -75,7 +75,12 @@ class Daemon:
         return pid if pid_alive(pid) else None
 
     def is_up(self) -> bool:
-        return self.pid() is not None and self.ready()
+        if self.pid() is None:
+            return False
+        try:
+            return bool(self.ready())
+        except Exception:  # a probe that times out or is refused means "not ready", not a crash
+            return False
 
     def start(self, quiet: bool = False) -> bool:
         """Start unless already up; wait for readiness. Returns True when it had to start."""

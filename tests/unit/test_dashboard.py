@@ -1,0 +1,389 @@
+"""The dashboard's pure parts (figures, SVG charts, HTML) and its app with fake sources: no services."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():  # starlette's TestClient would rather have httpx2; httpx is what Airflow pins
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from lambdaflow import dashboard as d
+from lambdaflow.config import Settings
+from lambdaflow.kafka_admin import KafkaUnavailable
+
+HOUR = 3_600_000
+T0 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR
+MINUTE = 60_000
+
+
+def sample(minute: int, lags: list[int], seconds: list[float | None] | None = None, status: str = "OK") -> dict:
+    seconds = seconds or [None] * len(lags)
+    return {"sampled_at": T0 + minute * MINUTE, "status": status, "partitions": [
+        {"partition": p, "lag": lag, "lag_seconds": s} for p, (lag, s) in enumerate(zip(lags, seconds))]}
+
+
+def polyline_points(svg: str) -> dict[str, list[tuple[float, float]]]:
+    """Points of every polyline, by series name (runs of one series are concatenated)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for name, points in re.findall(r'<polyline[^>]*data-series="([^"]+)"[^>]*points="([^"]+)"', svg):
+        series.setdefault(name, []).extend(tuple(map(float, p.split(","))) for p in points.split())
+    return series
+
+
+LAG_REPORT = {
+    "group": "lambdaflow-ingest", "topic": "weblogs", "sampled_at": T0, "status": "WARN", "total_lag": 130,
+    "window": {"samples": 3, "size": 10},
+    "partitions": [
+        {"partition": 0, "log_start_offset": 0, "log_end_offset": 1000, "committed_offset": 1000, "lag": 0,
+         "lag_seconds": 0.0, "last_landed_at": T0 - 5000, "group_offset": 1000, "disagreement": None,
+         "status": "OK", "reason": "caught up"},
+        {"partition": 1, "log_start_offset": 0, "log_end_offset": 1130, "committed_offset": 1000, "lag": 130,
+         "lag_seconds": 12.5, "last_landed_at": T0 - 5000, "group_offset": 990, "disagreement": "group_behind",
+         "status": "WARN", "reason": "lag grew from 20 to 130 records over 3 samples (120 s)"},
+        {"partition": 2, "log_start_offset": 0, "log_end_offset": 0, "committed_offset": None, "lag": 0,
+         "lag_seconds": 0.0, "last_landed_at": None, "group_offset": None, "disagreement": None,
+         "status": "OK", "reason": "caught up"},
+    ],
+}
+MANIFESTS = [
+    {"landed_rows": 90, "quarantined_rows": 10, "quarantine_reasons": {"unparseable": 6, "bad_timestamp": 4},
+     "hours": {str(T0): 50, str(T0 + HOUR): 40}, "committed_at_ms": T0 + 10},
+    {"landed_rows": 20, "quarantined_rows": 3, "hours": {str(T0 + 3 * HOUR): 20}, "committed_at_ms": T0 + 99},
+]
+
+
+def ok(data) -> dict:
+    return {"ok": True, "data": data}
+
+
+def full_summary(**overrides) -> dict:
+    sections = {
+        "lag": ok(LAG_REPORT),
+        "lag_history": ok(d.lag_series([sample(-30, [5, 20, 0], [1.0, 2.0, 0.0]), sample(-20, [3, 60, 0], [0.5, 6.0, 0.0]),
+                                         sample(-10, [0, 130, 0], [0.0, 12.5, 0.0])])),
+        "landing": ok(d.landing_totals(MANIFESTS)),
+        "batch": ok(d.batch_figures({"version": 2, "hours": [T0, T0 + HOUR], "watermark": T0 + HOUR},
+                                    [{"timestamp_hour": T0 + HOUR, "landed_rows": 40, "recomputed_at": "x"}])),
+        "dags": ok(d.dag_table({"weblogs_ingest": {"is_paused": False, "last_run_state": "running"}})),
+    }
+    sections.update(overrides)
+    return {"generated_at": T0, "window_hours": 1.0, "topic": "weblogs", "group": "lambdaflow-ingest",
+            "kafka_bootstrap": "localhost:9092", "webhdfs_url": "http://localhost:9870",
+            "landing_path": "/lambda/landing/weblogs", "sections": sections}
+
+
+# -- figures ------------------------------------------------------------------------------------------
+
+def test_lag_series_by_partition_with_total_and_known_seconds_only() -> None:
+    series = d.lag_series([sample(0, [5, 7], [1.5, None], "OK"), sample(1, [0, 9], [0.0, 4.0], "WARN")])
+    assert series["samples"] == 2
+    assert series["records"] == {"p0": [[T0, 5], [T0 + MINUTE, 0]], "p1": [[T0, 7], [T0 + MINUTE, 9]],
+                                 "total": [[T0, 12], [T0 + MINUTE, 9]]}
+    assert series["seconds"] == {"p0": [[T0, 1.5], [T0 + MINUTE, 0.0]], "p1": [[T0 + MINUTE, 4.0]]}
+    assert series["statuses"] == {"OK": 1, "WARN": 1}
+    assert d.lag_series([])["records"] == {} and d.lag_series([])["first_sampled_at"] is None
+
+
+def test_one_partition_has_no_total_line() -> None:
+    assert set(d.lag_series([sample(0, [3])])["records"]) == {"p0"}
+
+
+def test_downsampling_keeps_each_buckets_peak() -> None:
+    points = [[i, 0] for i in range(1000)]
+    points[537][1] = 99
+    thinned = d.downsample_max(points, 100)
+    assert len(thinned) == 100
+    assert [537, 99] in thinned
+    assert d.downsample_max(points[:5], 100) == points[:5]
+
+
+def test_landing_totals_count_rows_reasons_and_unattributed_quarantine() -> None:
+    totals = d.landing_totals(MANIFESTS, chart_hours=4)
+    assert totals["batches"] == 2
+    assert totals["landed_rows"] == 110 and totals["quarantined_rows"] == 13
+    assert totals["quarantine_reasons"] == {"unparseable": 6, "bad_timestamp": 4}
+    assert totals["quarantine_unattributed"] == 3  # the manifest written before reasons were recorded
+    assert totals["first_committed_at"] == T0 + 10 and totals["last_committed_at"] == T0 + 99
+    assert totals["event_hours"] == 3
+    assert totals["recent_hours"] == [[T0, 50], [T0 + HOUR, 40], [T0 + 2 * HOUR, 0], [T0 + 3 * HOUR, 20]]
+    assert totals["quarantine_share"] == pytest.approx(13 / 123)
+    assert d.landing_totals([])["recent_hours"] == [] and d.landing_totals([])["quarantine_share"] == 0.0
+
+
+def test_manifest_figures_keep_only_what_the_totals_need() -> None:
+    kept = d.manifest_figures({**MANIFESTS[0], "ranges": [{"partition": 0}], "files": ["x"] * 100})
+    assert kept == {"landed_rows": 90, "quarantined_rows": 10, "quarantine_reasons": {"unparseable": 6, "bad_timestamp": 4},
+                    "hours": {T0: 50, T0 + HOUR: 40}, "committed_at_ms": T0 + 10}
+    assert d.manifest_figures(MANIFESTS[1])["quarantine_reasons"] is None
+    assert d.landing_totals([d.manifest_figures(m) for m in MANIFESTS]) == d.landing_totals(MANIFESTS)
+
+
+def test_batch_figures_watermark_and_hours_beyond_it() -> None:
+    figures = d.batch_figures({"version": 3, "hours": [T0 + 5 * HOUR, T0, T0 + HOUR], "watermark": T0 + HOUR})
+    assert figures["exact_until"] == T0 + 2 * HOUR
+    assert figures["covered_hours"] == 3 and figures["first_hour"] == T0 and figures["last_hour"] == T0 + 5 * HOUR
+    assert figures["beyond_watermark"] == [T0 + 5 * HOUR]
+    empty = d.batch_figures({"version": 1, "hours": [], "watermark": None})
+    assert empty["exact_until"] is None and empty["beyond_watermark"] == []
+
+
+def test_dag_table_lists_known_dags_first_then_others() -> None:
+    rows = d.dag_table({"zzz_other": {"last_run_state": "failed"}, "weblogs_batch": {"is_paused": True}})
+    assert [r["dag_id"] for r in rows] == [*d.KNOWN_DAGS, "zzz_other"]
+    by_id = {r["dag_id"]: r for r in rows}
+    assert by_id["weblogs_batch"]["known_to_airflow"] and by_id["weblogs_batch"]["is_paused"] is True
+    assert not by_id["weblogs_ingest"]["known_to_airflow"]
+
+
+@pytest.mark.parametrize(("top", "expected"), [(0, (1.0, 0.25)), (7, (8.0, 2.0)), (130, (200.0, 50.0)),
+                                               (20000, (20000.0, 5000.0)), (0.3, (0.4, 0.1))])
+def test_nice_scale(top, expected) -> None:
+    assert d.nice_scale(top) == pytest.approx(expected)
+
+
+def test_nice_scale_for_counts_uses_whole_steps() -> None:
+    assert d.nice_scale(2, integer=True) == (4.0, 1.0)
+
+
+def test_time_ticks_are_round_and_inside_the_range() -> None:
+    ticks = d.time_ticks(T0 + 7 * MINUTE + 3, T0 + 67 * MINUTE)
+    assert ticks and len(ticks) <= 6
+    assert all(T0 + 7 * MINUTE <= t <= T0 + 67 * MINUTE and t % (10 * MINUTE) == 0 for t in ticks)
+    assert len(d.time_ticks(T0, T0 + 7 * 24 * HOUR)) <= 6
+
+
+def test_split_gaps_breaks_lines_where_sampling_paused() -> None:
+    points = [[T0 + m * MINUTE, 1] for m in (0, 1, 2, 3, 60, 61)]
+    runs = d.split_gaps(points)
+    assert [len(r) for r in runs] == [4, 2]
+    assert d.split_gaps([]) == [] and d.split_gaps([[T0, 1]]) == [[[T0, 1]]]
+
+
+# -- charts ---------------------------------------------------------------------------------------------
+
+def test_line_chart_draws_every_point_of_every_series() -> None:
+    series = {"p0": [[T0, 0], [T0 + MINUTE, 50], [T0 + 2 * MINUTE, 100]], "p1": [[T0, 100], [T0 + 2 * MINUTE, 25]]}
+    svg = d.line_chart(series, title="Lag", unit="records", integer=True)
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    points = polyline_points(svg)
+    assert {k: len(v) for k, v in points.items()} == {"p0": 3, "p1": 2}
+    # x grows with time; a higher value is drawn higher (smaller y); equal values at equal heights
+    (x0, y0), (x1, y1), (x2, y2) = points["p0"]
+    assert x0 < x1 < x2 and y0 > y1 > y2
+    assert points["p1"][0][1] == y2
+    assert svg.count("<circle") == 5
+    assert "p0 " in svg and ">p1<" in svg  # tooltips and legend
+    assert "100 records" in svg
+
+
+def test_line_chart_spans_the_requested_window_and_drops_points_outside() -> None:
+    series = {"p0": [[T0 - HOUR, 9], [T0 + 30 * MINUTE, 4], [T0 + 45 * MINUTE, 6]]}
+    svg = d.line_chart(series, title="Lag", unit="records", x_range=(T0, T0 + HOUR))
+    xs = [x for x, _ in polyline_points(svg)["p0"]]
+    assert len(xs) == 2
+    left, width = 64, 760 - 64 - 104
+    assert xs[0] == pytest.approx(left + 0.5 * width, abs=0.1) and xs[1] == pytest.approx(left + 0.75 * width, abs=0.1)
+
+
+def test_line_chart_without_points_says_so_instead_of_drawing() -> None:
+    html = d.line_chart({"p0": [], "p1": [[T0, None]]}, title="Lag in seconds", unit="s")
+    assert "<svg" not in html and "no samples" in html
+
+
+def test_line_chart_of_a_long_history_stays_small() -> None:
+    series = {"p0": [[T0 + i * 1000, i % 97] for i in range(20_000)]}
+    svg = d.line_chart(series, title="Lag", unit="records")
+    assert len(polyline_points(svg)["p0"]) <= d.MAX_CHART_POINTS
+    assert "<circle" not in svg  # no markers for long series
+    assert len(svg) < 30_000
+
+
+def test_bar_chart_one_bar_per_hour() -> None:
+    svg = d.bar_chart([[T0, 50], [T0 + HOUR, 0], [T0 + 2 * HOUR, 25]], title="Rows", unit="rows")
+    heights = [float(h) for h in re.findall(r'<rect class="bar"[^>]*height="([0-9.]+)"', svg)]
+    assert len(heights) == 3 and heights[0] == pytest.approx(2 * heights[2], abs=0.2) and heights[1] == 0
+    assert "<svg" not in d.bar_chart([], title="Rows", unit="rows")
+
+
+# -- page -----------------------------------------------------------------------------------------------
+
+def test_page_shows_every_section() -> None:
+    html = d.render_page(full_summary(), base_path="/lambdaflow", airflow_base="")
+    assert html.startswith("<!doctype html>") and 'class="error"' not in html
+    assert html.count('<span class="partition">') == 3
+    assert 'badge warn">WARN<' in html and "group_behind" in html and "12.5" in html
+    assert html.count("<svg") == 3  # lag in records, lag in seconds, landed rows per hour
+    assert "1,000" in html and "110" in html and "unparseable" in html and "not recorded by the ingest" in html
+    assert "Batch watermark" in html
+    assert d.fmt_hour(T0 + HOUR) in html and d.fmt_hour(T0 + 2 * HOUR) in html  # watermark, exact until
+    for dag_id in d.KNOWN_DAGS:
+        assert f'href="/dags/{dag_id}"' in html
+    assert 'href="/lambdaflow/api/summary?hours=1.0"' in html
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "") \
+        .replace("http://localhost:9870", "")  # nothing loaded from elsewhere
+
+
+def test_failed_sources_show_error_boxes_and_the_rest_still_renders() -> None:
+    down = {"ok": False, "error": "cannot reach Kafka at localhost:9092 <refused>"}
+    html = d.render_page(full_summary(lag=down, landing={"ok": False, "error": "cannot reach WebHDFS"}))
+    boxes = re.findall(r'<div class="error" role="alert"><strong>([^<]+)</strong><p>([^<]*)</p></div>', html)
+    assert boxes == [("Ingest lag now unavailable", "cannot reach Kafka at localhost:9092 &lt;refused&gt;"),
+                     ("Landing zone (master dataset) unavailable", "cannot reach WebHDFS")]
+    assert "<refused>" not in html
+    assert "Batch watermark" in html and html.count("<svg") == 2
+
+
+def test_a_section_with_an_odd_shape_becomes_an_error_box() -> None:
+    html = d.render_page(full_summary(batch=ok({"watermark": "not a number"})))
+    assert 'id="batch"' in html and "cannot render" in html
+    assert html.count('<span class="partition">') == 3
+
+
+def test_error_box_escapes() -> None:
+    box = d.error_box("Lag", "<script>alert(1)</script>")
+    assert "<script>" not in box and "&lt;script&gt;" in box and 'class="error"' in box
+
+
+def test_empty_landing_zone_and_batch_layer() -> None:
+    html = d.render_page(full_summary(landing=ok(d.landing_totals([])),
+                                      batch=ok(d.batch_figures({"version": 1, "hours": [], "watermark": None}))))
+    assert "No hour recomputed yet" in html and "nothing yet" in html and 'class="error"' not in html
+
+
+# -- gathering --------------------------------------------------------------------------------------------
+
+def fake_sources(**overrides) -> d.Sources:
+    def kafka_down(settings: Settings) -> dict:
+        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}; is the broker up?")
+
+    now_minute = (int(time.time() * 1000) - T0) // MINUTE
+    values = dict(lag=lambda s: LAG_REPORT,
+                  lag_history=lambda s, h: d.lag_series([sample(now_minute - 2, [1, 2, 3], [0.5, 1.0, 1.5]),
+                                                         sample(now_minute - 1, [0, 2, 1], [0.0, 1.0, 0.5])]),
+                  landing=lambda s: d.landing_totals(MANIFESTS),
+                  batch=lambda s: d.batch_figures({"version": 1, "hours": [], "watermark": None}),
+                  dags=lambda: {"weblogs_ingest": {"is_paused": False}})
+    values.update({k: (kafka_down if v == "kafka_down" else v) for k, v in overrides.items()})
+    return d.Sources(**values)
+
+
+def test_gather_isolates_each_failing_source() -> None:
+    def boom(settings):
+        raise ValueError("x" * 1000)
+
+    summary = d.gather(Settings(), 2.0, fake_sources(lag="kafka_down", batch=boom))
+    sections = summary["sections"]
+    assert set(sections) == set(d.SECTIONS)
+    assert sections["lag"] == {"ok": False, "error": "cannot reach Kafka at localhost:9092; is the broker up?"}
+    assert not sections["batch"]["ok"] and sections["batch"]["error"].startswith("ValueError: xxx")
+    assert len(sections["batch"]["error"]) < 450
+    assert sections["landing"]["ok"] and sections["landing"]["data"]["landed_rows"] == 110
+    assert sections["dags"]["data"][1] == {"dag_id": "weblogs_ingest", "known_to_airflow": True, "is_paused": False}
+    assert summary["window_hours"] == 2.0 and summary["topic"] == "weblogs"
+    json.dumps(summary, allow_nan=False)
+
+
+def test_gather_does_not_wait_for_a_hung_source() -> None:
+    started = time.monotonic()
+    summary = d.gather(Settings(), 1.0, fake_sources(landing=lambda s: time.sleep(5)), timeout_s=0.5)
+    assert time.monotonic() - started < 3
+    assert summary["sections"]["landing"] == {"ok": False, "error": "no answer within 0.5 s"}
+    assert summary["sections"]["lag"]["ok"]
+
+
+def test_gather_without_airflow_still_lists_the_dags() -> None:
+    summary = d.gather(Settings(), 1.0, fake_sources(dags=None))
+    assert [r["dag_id"] for r in summary["sections"]["dags"]["data"]] == list(d.KNOWN_DAGS)
+
+
+@pytest.mark.parametrize(("text", "hours"), [(None, d.DEFAULT_HOURS), ("24", 24.0), ("0.5", 0.5), ("-1", d.DEFAULT_HOURS),
+                                             ("nan", d.DEFAULT_HOURS), ("abc", d.DEFAULT_HOURS), ("100000", d.MAX_HOURS)])
+def test_parse_hours(text, hours) -> None:
+    assert d.parse_hours(text) == hours
+
+
+# -- the landing zone's manifest cache (a fake WebHDFS client) ------------------------------------------------
+
+class FakeWebHdfs:
+    """The few InsecureClient calls the manifest reader makes, counting reads."""
+
+    def __init__(self, files: dict[str, dict]):
+        self.files = files
+        self.reads = 0
+
+    def status(self, path: str, strict: bool = True):
+        exists = path in self.files or any(p.startswith(path + "/") for p in self.files)
+        return {"type": "FILE" if path in self.files else "DIRECTORY"} if exists else None
+
+    def list(self, path: str):
+        return sorted({p[len(path) + 1:].split("/")[0] for p in self.files if p.startswith(path + "/")})
+
+    def read(self, path: str, encoding: str | None = None):
+        self.reads += 1
+        return io.StringIO(json.dumps(self.files[path]))
+
+
+def test_manifest_cache_reads_each_manifest_once_and_follows_the_listing() -> None:
+    settings = Settings()
+    base = f"{settings.landing_path}/_manifests"
+    client = FakeWebHdfs({f"{base}/0-0-100.json": MANIFESTS[0], f"{base}/_tmp.0-100-200.json.7": {},
+                          f"{settings.landing_path}/timestamp_hour={T0}/part-0-0-100-0.parquet": {}})
+    cache = d.ManifestCache(reads_per_request=1)
+    first = cache.totals(settings, client)
+    assert first["landed_rows"] == 90 and first["manifests_listed"] == 1 and not first["partial"]
+    assert client.reads == 1
+    client.files[f"{base}/0-100-150_1-0-9.json"] = MANIFESTS[1]
+    client.files[f"{base}/1-9-10.json"] = {"landed_rows": 1, "quarantined_rows": 0, "hours": {}}
+    second = cache.totals(settings, client)  # reads at most one new manifest per request
+    assert second["partial"] and second["manifests_read"] == 2 and second["manifests_listed"] == 3
+    third = cache.totals(settings, client)
+    assert not third["partial"] and third["landed_rows"] == 111 and client.reads == 3
+    del client.files[f"{base}/0-0-100.json"]
+    assert cache.totals(settings, client)["landed_rows"] == 21 and client.reads == 3
+
+
+def test_webhdfs_down_is_one_clear_line() -> None:
+    settings = Settings(webhdfs_url="http://127.0.0.1:9")
+    with pytest.raises(d.SourceUnavailable, match=r"cannot reach WebHDFS at http://127.0.0.1:9 .*lambdaflow status"):
+        d.ManifestCache().totals(settings)
+
+
+# -- the app --------------------------------------------------------------------------------------------
+
+def test_app_serves_the_page_and_the_summary_even_when_kafka_is_down() -> None:
+    app = d.create_app(fake_sources(lag="kafka_down"), settings_factory=Settings)
+    client = TestClient(app, root_path="/lambdaflow")
+    page = client.get("/", params={"hours": "24"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-store"
+    assert "Ingest lag now unavailable" in page.text and "cannot reach Kafka at localhost:9092" in page.text
+    assert 'href="/lambdaflow/api/summary?hours=24.0"' in page.text and 'href="/dags/weblogs_batch"' in page.text
+    assert page.text.count("<svg") == 3
+    summary = client.get("/api/summary")
+    assert summary.status_code == 200
+    body = summary.json()
+    assert body["window_hours"] == d.DEFAULT_HOURS
+    assert body["sections"]["lag"]["ok"] is False and body["sections"]["landing"]["data"]["batches"] == 2
+
+
+def test_real_sources_with_kafka_and_hdfs_down_give_error_boxes_not_a_500() -> None:
+    down = Settings(kafka_bootstrap="127.0.0.1:9", webhdfs_url="http://127.0.0.1:9")  # nothing listens there
+    client = TestClient(d.create_app(settings_factory=lambda: down), root_path="/lambdaflow")
+    started = time.monotonic()
+    page = client.get("/")
+    assert page.status_code == 200
+    assert time.monotonic() - started < 20
+    for title in ("Ingest lag now", "Lag over time", "Landing zone (master dataset)", "Batch layer"):
+        assert f"{title} unavailable" in page.text
+    assert "cannot reach Kafka at 127.0.0.1:9" in page.text
+    assert "cannot reach WebHDFS at http://127.0.0.1:9" in page.text
+    assert 'href="/dags/weblogs_ingest"' in page.text  # the DAG links stay
+    sections = client.get("/api/summary").json()["sections"]
+    assert [name for name, s in sections.items() if not s["ok"]] == ["lag", "lag_history", "landing", "batch"]
