@@ -170,48 +170,47 @@ class LandingCommitter:
         from lambdaflow.ingest_transforms import after_positions, landed_rows, parse_records, quarantined_rows
 
         started = time.monotonic()
-        fresh = after_positions(records, self.positions).persist()
+        parsed = parse_records(after_positions(records, self.positions)).persist()
         try:
-            bounds = fresh.groupBy("partition").agg(F.min("offset").alias("lo"), F.max("offset").alias("hi")).collect()
-            if not bounds:
+            # One small aggregate gives the offset ranges, rows per hour and quarantine reasons.
+            kind = F.substring_index("reason", ":", 1)
+            stats = parsed.groupBy("kafka_partition", "timestamp_hour", kind.alias("kind")).agg(
+                F.min("kafka_offset").alias("lo"), F.max("kafka_offset").alias("hi"), F.count("*").alias("n")).collect()
+            if not stats:
                 return
-            ranges = [landing.OffsetRange(int(r["partition"]), int(r["lo"]), int(r["hi"]) + 1) for r in bounds]
+            bounds: dict[int, tuple[int, int]] = {}
+            hours: dict[int, int] = {}
+            reasons: dict[str, int] = {}
+            for r in stats:
+                lo, hi = bounds.get(r["kafka_partition"], (r["lo"], r["hi"]))
+                bounds[r["kafka_partition"]] = (min(lo, r["lo"]), max(hi, r["hi"]))
+                if r["kind"] is None:
+                    hours[int(r["timestamp_hour"])] = hours.get(int(r["timestamp_hour"]), 0) + r["n"]
+                else:
+                    reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["n"]
+            ranges = [landing.OffsetRange(p, lo, hi + 1) for p, (lo, hi) in bounds.items()]
             key = landing.commit_key(ranges)
             stage = f"{self.staging}/{key}"
             self.fs.delete(stage)
-            parsed = parse_records(fresh).persist()
-            try:
+            n_landed, n_quarantined = sum(hours.values()), sum(reasons.values())
+            uri = self.settings.uri
+            if n_landed:
                 landed = landed_rows(parsed)
-                activity = views.speed_activity_partial(landed).persist()
-                hours = {int(r["timestamp_hour"]): int(r["rows"]) for r in activity.groupBy("timestamp_hour").agg(
-                    (F.sum("purchase_count") + F.sum("add_to_cart_count") + F.sum("page_view_count")).alias("rows")
-                ).collect()}
-                n_landed = sum(hours.values())
-                n_total = sum(r.count for r in ranges)
-                n_quarantined = n_total - n_landed
-                uri = self.settings.uri
-                if n_landed:
-                    landed.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
-                    activity.coalesce(1).write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product"))
-                    (views.speed_visitors_partial(landed, self.lg_config_k).coalesce(1)
-                     .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
-                reasons: dict[str, int] = {}
-                if n_quarantined:
-                    bad = quarantined_rows(parsed)
-                    bad.coalesce(1).write.parquet(uri(f"{stage}/quarantine"))
-                    reasons = {r["kind"]: int(r["n"]) for r in bad.groupBy(
-                        F.substring_index("reason", ":", 1).alias("kind")).agg(F.count("*").alias("n")).collect()}
-                activity.unpersist()
-            finally:
-                parsed.unpersist()
-            files = self._plan_moves(stage, key)
-            manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
-                                                 hours, _now_ms(), reasons)
-            self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
-            self._move_files(files)
-            self.fs.delete(stage)
+                landed.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
+                (views.speed_activity_partial(landed).coalesce(1)
+                 .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product")))
+                (views.speed_visitors_partial(landed, self.lg_config_k).coalesce(1)
+                 .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
+            if n_quarantined:
+                quarantined_rows(parsed).coalesce(1).write.parquet(uri(f"{stage}/quarantine"))
         finally:
-            fresh.unpersist()
+            parsed.unpersist()
+        files = self._plan_moves(stage, key)
+        manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
+                                             hours, _now_ms(), reasons)
+        self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
+        self._move_files(files)
+        self.fs.delete(stage)
         for r in ranges:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
         self._commit_group_offsets()
