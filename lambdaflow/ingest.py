@@ -209,7 +209,7 @@ class LandingCommitter:
         manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
                                              hours, _now_ms(), reasons)
         self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
-        self._move_files(files)
+        self._move_files(files, recovering=False)
         self.fs.delete(stage)
         for r in ranges:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
@@ -242,13 +242,20 @@ class LandingCommitter:
                 n += 1
         return moves
 
-    def _move_files(self, files: list[dict]) -> None:
+    def _move_files(self, files: list[dict], recovering: bool = True) -> None:
+        """Rename staged files into place. Recovery first checks what a crash already moved."""
+        made: set[str] = set()
         for f in files:
-            if self.fs.exists(f["final"]):
-                continue  # moved before a crash
-            if not self.fs.exists(f["staged"]):
-                raise RuntimeError(f"committed file lost: neither {f['staged']} nor {f['final']} exists")
-            self.fs.rename(f["staged"], f["final"])
+            if recovering:
+                if self.fs.exists(f["final"]):
+                    continue  # moved before the crash
+                if not self.fs.exists(f["staged"]):
+                    raise RuntimeError(f"committed file lost: neither {f['staged']} nor {f['final']} exists")
+            parent = f["final"].rsplit("/", 1)[0]
+            if parent not in made:
+                self.fs.mkdirs(parent)
+                made.add(parent)
+            self.fs.rename(f["staged"], f["final"], make_parent=False)
 
     def _commit_group_offsets(self) -> None:
         """Publish the landed positions to the consumer group so Kafka's tools show the ingest's lag."""

@@ -37,32 +37,40 @@ def _first_reason(*cases: tuple[Column, str | Column]) -> Column:
 
 
 def parse_records(records: DataFrame) -> DataFrame:
-    """Kafka source rows -> event fields + Kafka coordinates + key/value + ``reason`` (null = valid)."""
+    """Kafka source rows -> event fields + Kafka coordinates + key/value + ``reason`` (null = valid).
+
+    Each value is parsed once: JSON objects by ``from_json``, other values split as TSV lines.
+    """
     text = F.col("value").cast("string")
-    is_json = F.ltrim(text).startswith("{")
-    json_obj = F.from_json(text, _JSON_SCHEMA, _JSON_OPTIONS)
-    tsv = F.split(text, "\t", -1)
-    tsv_fields = F.size(tsv)
-
-    def field(i: int, name: str) -> Column:
-        from_tsv = F.try_element_at(tsv, F.lit(i + 1))
-        if name == "prev_page":  # the course's TSV writes an empty field for "no previous page"
-            from_tsv = F.when(from_tsv == "", F.lit(None)).otherwise(from_tsv)
-        return F.when(is_json, json_obj[name]).otherwise(from_tsv).alias(name)
-
-    parsed = records.select(
+    staged = records.select(
         F.col("topic"),
         F.col("partition").cast("int").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
         F.col("key"), F.col("value"),
-        is_json.alias("_is_json"),
-        F.when(is_json, json_obj["_corrupt"]).alias("_corrupt"),
-        tsv_fields.alias("_tsv_fields"),
+        text.alias("_text"),
+        F.coalesce(F.ltrim(text).startswith("{"), F.lit(False)).alias("_is_json"),
+    ).select(
+        "*",
+        F.when(F.col("_is_json"), F.from_json("_text", _JSON_SCHEMA, _JSON_OPTIONS)).alias("_json"),
+        F.when(~F.col("_is_json"), F.split("_text", "\t", -1)).alias("_tsv"),
+    )
+
+    def field(i: int, name: str) -> Column:
+        from_tsv = F.try_element_at(F.col("_tsv"), F.lit(i + 1))
+        if name == "prev_page":  # the course's TSV writes an empty field for "no previous page"
+            from_tsv = F.when(from_tsv == "", F.lit(None)).otherwise(from_tsv)
+        return F.when(F.col("_is_json"), F.col("_json")[name]).otherwise(from_tsv).alias(name)
+
+    parsed = staged.select(
+        *KAFKA_COLUMNS, "key", "value", "_is_json",
+        F.col("_json")["_corrupt"].alias("_corrupt"),
+        F.size("_tsv").alias("_tsv_fields"),
         *(field(i, name) for i, name in enumerate(FIELDS)),
     )
     ts_text = F.trim(F.col("timestamp"))
-    ts = F.when(ts_text.rlike(r"^-?\d{1,18}$"), ts_text.cast("long"))
+    parsed = parsed.withColumn("_ts", F.when(ts_text.rlike(r"^-?\d{1,18}$"), ts_text.cast("long")))
+    ts = F.col("_ts")
     latest = (F.unix_millis(F.col("kafka_timestamp")) + F.lit(MAX_FUTURE_MS))
     missing = [(F.col(f).isNull() | (F.trim(F.col(f)) == ""), f"missing_field: {f}") for f in REQUIRED_FIELDS]
     reason = _first_reason(
@@ -79,7 +87,7 @@ def parse_records(records: DataFrame) -> DataFrame:
     return (parsed.withColumn("reason", reason)  # before the text timestamp is replaced by its number
             .withColumn("timestamp", ts)
             .withColumn("timestamp_hour", ts - F.pmod(ts, F.lit(HOUR_MS)))
-            .drop("_is_json", "_corrupt", "_tsv_fields"))
+            .drop("_is_json", "_corrupt", "_tsv_fields", "_ts"))
 
 
 def landed_rows(parsed: DataFrame) -> DataFrame:

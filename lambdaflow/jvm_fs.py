@@ -26,10 +26,11 @@ class JvmFs:
     def delete(self, path: str, recursive: bool = True) -> bool:
         return bool(self._fs.delete(self._path(path), recursive))
 
-    def rename(self, src: str, dst: str) -> None:
-        """Atomic rename; the destination's parent is created. Fails when the destination exists."""
+    def rename(self, src: str, dst: str, make_parent: bool = True) -> None:
+        """Atomic rename (the destination's parent is created unless the caller did). Fails when
+        the destination exists."""
         parent = dst.rsplit("/", 1)[0]
-        if parent:
+        if parent and make_parent:
             self.mkdirs(parent)
         if not self._fs.rename(self._path(src), self._path(dst)):
             raise OSError(f"HDFS rename {src} -> {dst} failed (missing source or existing destination?)")

@@ -24,6 +24,9 @@ DEFAULT_CONF = {
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
     "spark.hadoop.dfs.client.use.datanode.hostname": "true",
     "spark.hadoop.dfs.replication": "1",
+    # Closing a small HDFS file waits 400 ms before its first retry by default; micro-batches
+    # write many small files, so start at 20 ms (measured: ~2x ingest throughput).
+    "spark.hadoop.dfs.client.block.write.locateFollowingBlock.initial.delay.ms": "20",
     "spark.driver.extraJavaOptions": "-XX:+UseG1GC -Dlog4j2.configurationFile="
                                      + str(Path(__file__).parent / "stack" / "conf" / "spark-log4j2.properties"),
 }

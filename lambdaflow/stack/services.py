@@ -8,6 +8,7 @@ so a second deployment (or a busy machine) can move them.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import secrets
@@ -179,6 +180,7 @@ def _write_hadoop_conf() -> None:
         "dfs.heartbeat.interval": "2",
         "dfs.namenode.heartbeat.recheck-interval": "20000",
         "dfs.blocksize": "67108864",
+        "dfs.namenode.file.close.num-committed-allowed": "1",
     }))
     (HADOOP_CONF_DIR / "log4j.properties").write_text((CONF_DIR / "hadoop-log4j.properties").read_text())
     # The daemons' HTTP servers look up webapps/<name> on the classpath. The Maven jars don't ship
@@ -265,17 +267,21 @@ def airflow_url() -> str:
 
 
 def _airflow_secrets() -> dict[str, str]:
-    """Secrets generated at first start and kept in the (git-ignored) run directory."""
-    if AIRFLOW_SECRETS.exists():
-        return json.loads(AIRFLOW_SECRETS.read_text())
-    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-    values = {
+    """Secrets and start-up facts generated at first start, kept in the (git-ignored) run directory."""
+    values = json.loads(AIRFLOW_SECRETS.read_text()) if AIRFLOW_SECRETS.exists() else {}
+    first_hour = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=6)
+    defaults = {
+        # weblogs_batch catches up from here: six hours before the deployment's first start
+        "batch_start_date": first_hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "jwt_secret": secrets.token_urlsafe(32),
         "secret_key": secrets.token_urlsafe(32),
         "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
     }
-    AIRFLOW_SECRETS.write_text(json.dumps(values))
-    AIRFLOW_SECRETS.chmod(0o600)
+    if defaults.keys() - values.keys():
+        values = {**defaults, **values}
+        AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+        AIRFLOW_SECRETS.write_text(json.dumps(values))
+        AIRFLOW_SECRETS.chmod(0o600)
     return values
 
 
@@ -326,6 +332,8 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "LAMBDAFLOW_BATCH_START_DATE": os.environ.get("LAMBDAFLOW_BATCH_START_DATE")
+                                       or s["batch_start_date"],
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka_conn),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
         "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs_conn),

@@ -21,7 +21,8 @@ from lambdaflow.stack.services import airflow_command
 
 pytestmark = pytest.mark.integration
 
-HOUR = "2026-11-24T10:00:00+00:00"
+HOUR = "2026-11-24T10:00:00+00:00"  # the producer's simulated start
+BATCH_LOGICAL_DATE = "2026-11-24T11:00:00+00:00"  # a run recomputes the hour that ends at its logical date
 EVENTS = 2000
 
 
@@ -38,7 +39,8 @@ def dags_test(settings: Settings, dag_id: str, conf: dict | None = None, logical
     command = airflow_command("dags", "test", dag_id, *([logical_date] if logical_date else []))
     if conf is not None:
         command += ["-c", json.dumps(conf)]
-    env = {**os.environ, **airflow_env(settings)}
+    env = {**os.environ, **airflow_env(settings), "LAMBDAFLOW_BATCH_START_DATE": "2026-11-24T00:00:00Z",
+           "LAMBDAFLOW_BATCH_POKE_SECONDS": "2"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{dag_id} failed:\n{output[-6000:]}"
@@ -65,8 +67,13 @@ def test_dags_test_weblogs_lag_monitor_caught_up(pipeline: Settings) -> None:
 
 
 def test_dags_test_weblogs_batch_one_hour(pipeline: Settings) -> None:
-    dags_test(pipeline, "weblogs_batch", {"allowed_lateness_seconds": 0}, logical_date=HOUR)
-    client = hdfs.client(pipeline)
+    from lambdaflow import batch
+
+    dags_test(pipeline, "weblogs_batch", {"allowed_lateness_seconds": 0}, logical_date=BATCH_LOGICAL_DATE)
     hour_ms = int(dt.datetime.fromisoformat(HOUR).timestamp() * 1000)
-    landed = landing.landed_rows_by_hour(client, pipeline.landing_path)
+    landed = landing.landed_rows_by_hour(hdfs.client(pipeline), pipeline.landing_path)
     assert landed.get(hour_ms, 0) > 0
+    summary = batch.validate_hour(pipeline, hour_ms)
+    assert summary["landed_rows"] == landed[hour_ms]
+    assert hour_ms in batch.recorded_hours(batch.web_store(pipeline), pipeline,
+                                           batch.current_version(batch.web_store(pipeline), pipeline))

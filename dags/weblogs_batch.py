@@ -1,0 +1,150 @@
+"""
+### weblogs_batch
+
+The batch layer, hour by hour: recomputes the exact batch views `activity_by_product` and
+`visitors_by_product` (under `/lambda/batch/<view>`) for each hour of event time from the landing
+zone, idempotently. Hourly data intervals (`CronDataIntervalTimetable("0 * * * *")`, UTC) with
+catchup, so backfills work; at most 3 runs at a time.
+
+1. `wait_for_landing` (sensor, reschedule mode: holds no worker slot between pokes) waits until the
+   hour is complete: once the hour has closed (an event of a later hour has landed, or the wall
+   clock is past its end plus the allowed lateness), it records the topic's log-end offsets
+   (`/lambda/batch/_observations/<hour>.json`) and waits until the ingest's landing positions (the
+   highest `until_offset` per partition over the committed offset-range manifests) have reached
+   them, and the allowed lateness has passed.
+2. `choose_recompute` picks `recompute_all` when the run asks for `full_recompute`, else
+   `recompute_hour` (SparkSubmitOperator, `spark_jobs/batch_recompute.py`): compacts the hour's
+   landing files, reads only that hour's partition, de-duplicates on (topic, partition, offset) if a
+   Kafka record landed twice, and replaces the hour in both views. **Late data**: it also recomputes
+   every hour of the previous `late_lookback_hours` whose landed rows changed since it was
+   recomputed (the hour record keeps the landing positions and counts it saw; manifests committed
+   since then tell the rows they added).
+3. `validate_hour`: activity counts add up to the landed rows, the views agree, the landing zone
+   still holds those rows (Parquet footers); fails the run otherwise.
+4. `publish_views` emits an event on the Asset `weblogs_batch_views` whose extra carries the hour and
+   its counts, so downstream DAGs can be data-aware.
+
+Clearing a run recomputes the same numbers. **Full recomputation** (view logic changed): trigger
+with `full_recompute: true`: all history into a new version, then readers switch atomically (pause
+the DAG meanwhile; `recompute_all` runs `batch_recompute.py --all`). Details, the late-data rule and
+the compaction protocol: `lambdaflow/batch.py`. The same from a shell:
+`lambdaflow batch --hour H | --from A --to B | --all`.
+
+Settings: Params `allowed_lateness_seconds` / `late_lookback_hours` override the Airflow Variables
+`lambdaflow_batch_allowed_lateness_seconds` / `lambdaflow_batch_late_lookback_hours`; environment (read
+when the file is parsed, no I/O): `LAMBDAFLOW_BATCH_START_DATE` (ISO 8601; default: today 00:00 UTC,
+so catchup covers the day the producer simulates by default), `LAMBDAFLOW_BATCH_POKE_SECONDS` (30),
+`LAMBDAFLOW_BATCH_SENSOR_TIMEOUT_SECONDS` (21600). `airflow dags test weblogs_batch <logical date>`
+recomputes the hour that ends at that logical date.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, Param, PokeReturnValue, Variable, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from lambdaflow import batch
+from lambdaflow.config import REPO_ROOT, Settings
+from lambdaflow.spark import DEFAULT_CONF, submit_env
+
+SETTINGS = Settings.from_env()
+# Named, not addressed by an HDFS URI: tests and other deployments move the root, the asset stays the same.
+BATCH_VIEWS = Asset("weblogs_batch_views")
+DEFAULT_ALLOWED_LATENESS_SECONDS = 60
+DEFAULT_LATE_LOOKBACK_HOURS = 6
+
+
+def _start_date() -> datetime:
+    configured = os.environ.get("LAMBDAFLOW_BATCH_START_DATE", "").strip()
+    if configured:
+        return batch.parse_time(configured)
+    return datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _setting(params: dict[str, Any], name: str, default: int) -> int:
+    """A run's Param when given, else the Variable ``lambdaflow_batch_<name>``, else the default."""
+    if params.get(name) is not None:
+        return int(params[name])
+    return int(Variable.get(f"lambdaflow_batch_{name}", default=default))
+
+
+def late_lookback_hours(params: dict[str, Any]) -> int:
+    """A macro: rendered when the task runs, never at parse time."""
+    return _setting(params, "late_lookback_hours", DEFAULT_LATE_LOOKBACK_HOURS)
+
+
+@dag(
+    dag_id="weblogs_batch",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=_start_date(),
+    catchup=True,
+    max_active_runs=3,
+    doc_md=__doc__,
+    tags=["lambdaflow", "batch"],
+    default_args={"owner": "lambdaflow", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    params={
+        "allowed_lateness_seconds": Param(None, type=["null", "integer"], minimum=0,
+                                          description="extra wait after the hour is landed; overrides Variable "
+                                                      "lambdaflow_batch_allowed_lateness_seconds "
+                                                      f"(default {DEFAULT_ALLOWED_LATENESS_SECONDS})"),
+        "late_lookback_hours": Param(None, type=["null", "integer"], minimum=0,
+                                     description="earlier hours checked for late data; overrides Variable "
+                                                 "lambdaflow_batch_late_lookback_hours "
+                                                 f"(default {DEFAULT_LATE_LOOKBACK_HOURS})"),
+        "full_recompute": Param(False, type="boolean",
+                                description="recompute all history into a new version and switch readers to it"),
+    },
+    user_defined_macros={"late_lookback_hours": late_lookback_hours},
+)
+def weblogs_batch() -> None:
+    @task.sensor(poke_interval=float(os.environ.get("LAMBDAFLOW_BATCH_POKE_SECONDS", "30")),
+                 timeout=float(os.environ.get("LAMBDAFLOW_BATCH_SENSOR_TIMEOUT_SECONDS", "21600")),
+                 mode="reschedule")
+    def wait_for_landing(data_interval_start: datetime, data_interval_end: datetime,
+                         params: dict[str, Any]) -> PokeReturnValue:
+        """Done once the landing zone has everything Kafka held for the hour (see the DAG doc)."""
+        done, reason = batch.landing_complete(
+            Settings.from_env(), batch.epoch_ms(data_interval_start), batch.epoch_ms(data_interval_end),
+            _setting(params, "allowed_lateness_seconds", DEFAULT_ALLOWED_LATENESS_SECONDS))
+        print(reason)
+        return PokeReturnValue(is_done=done)
+
+    @task.branch
+    def choose_recompute(params: dict[str, Any]) -> str:
+        """The hour (and late hours), or all history when the run asks for a full recomputation."""
+        return "recompute_all" if params["full_recompute"] else "recompute_hour"
+
+    submit = {"conn_id": "spark_default", "application": str(REPO_ROOT / "spark_jobs" / "batch_recompute.py"),
+              "conf": {**DEFAULT_CONF, "spark.hadoop.fs.defaultFS": SETTINGS.hdfs_url}, "driver_memory": "1g",
+              "env_vars": submit_env(SETTINGS)}
+    recompute_hour = SparkSubmitOperator(
+        task_id="recompute_hour", name="weblogs_batch_recompute_hour", **submit,
+        application_args=["--from", "{{ data_interval_start.isoformat() }}",
+                          "--to", "{{ data_interval_end.isoformat() }}",
+                          "--late-lookback-hours", "{{ late_lookback_hours(params) }}", "--compact"])
+    recompute_all = SparkSubmitOperator(
+        task_id="recompute_all", name="weblogs_batch_recompute_all", **submit, application_args=["--all", "--compact"])
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def validate_hour(data_interval_start: datetime) -> dict[str, Any]:
+        """Counts in the views = landed rows of the hour; returns the hour's figures."""
+        summary = batch.validate_hour(Settings.from_env(), batch.epoch_ms(data_interval_start))
+        print(summary)
+        return summary
+
+    @task(outlets=[BATCH_VIEWS])
+    def publish_views(summary: dict[str, Any], outlet_events=None) -> None:
+        """An Asset event for downstream DAGs, carrying the hour and its counts."""
+        outlet_events[BATCH_VIEWS].extra = {**summary, "batch_root": Settings.from_env().batch_root}
+
+    summary = validate_hour()
+    wait_for_landing() >> choose_recompute() >> [recompute_hour, recompute_all] >> summary
+    publish_views(summary)
+
+
+weblogs_batch()

@@ -1,0 +1,739 @@
+"""The batch layer: exact, idempotent recomputation of the views, hour by hour, from the landing zone.
+
+``lambdaflow batch --hour H | --from A --to B | --all`` (and ``spark_jobs/batch_recompute.py``, which the
+``weblogs_batch`` DAG submits) read only the landing-zone partitions ``timestamp_hour=<h>`` of the hours
+asked for, de-duplicate on (topic, kafka_partition, kafka_offset) when a Kafka record landed twice
+(:func:`lambdaflow.views.record_census` finds out without a shuffle), compute ``activity_by_product`` and
+``visitors_by_product`` exactly (:mod:`lambdaflow.views`) and replace exactly those hours.
+
+Layout under ``{batch_root}`` (``/lambda/batch``)::
+
+    _CURRENT                                   {"version": N}: the version readers use (absent = 1)
+    <view>/v<N>/timestamp_hour=<h>/part-*.parquet   one file per view and hour
+    _hours/v<N>/<h>.json                       the hour record: what the recomputation saw and wrote
+    _observations/<h>.json                     the completeness sensor's log-end offsets for hour h
+
+Rules:
+
+- **Replacing an hour.** Both views are written for all hours of a run into a hidden staging directory
+  (``<view>/_staging/<run>``), then each hour's directory is swapped in with two HDFS renames (live ->
+  trash, staged -> live); an hour without rows loses its directory. Then the hour record is written
+  (atomic rename-over). Re-running an hour writes the same rows again: nothing changes.
+- **Batch watermark.** The hours with a record in the current version are the hours the batch layer
+  covers; the watermark is the last hour of the contiguous run of covered hours that starts at the first
+  one (:func:`batch_watermark`). Every recomputation records every hour it was asked for, empty hours
+  included, so hourly runs keep the run contiguous. The serving query answers covered hours from the
+  batch views and every other hour from the speed views (:mod:`lambdaflow.serving`).
+- **Late data.** A record keeps the landing positions (per partition, the highest ``until_offset`` of the
+  committed offset-range manifests) listed just before the hour was read, the number of rows it read
+  (``landed_rows``) and how many of them lie below those positions (``rows_below_positions``: all of
+  them were committed, so visible, when the hour was read). Manifests committed later carry, in their
+  ``"hours"``, the rows they landed per hour (a batch still moving its files into place counts as
+  committed later, so it is never half-seen yet counted as seen), so the hour's landed count today is
+  ``rows_below_positions + sum(later manifests' hours[h])``. With ``--late-lookback-hours N`` (the DAG
+  passes it) a run also recomputes every recorded hour of the N hours before its interval whose count
+  changed (:func:`late_hours`). Reading only the manifests newer than the window's records keeps the
+  check's cost bounded by the window, not by history.
+- **Full recomputation** (``--all``; the DAG's ``full_recompute`` Param): recompute every hour from the
+  first to the last landed or recorded one into version N+1, then switch ``_CURRENT`` with one atomic
+  rename-over, then delete the older versions. Pause ``weblogs_batch`` while it runs: an hour that an
+  hourly run recomputes meanwhile lands in the old version (clear that run afterwards).
+- **Compaction** (``--compact``) rewrites an hour's landing files into files of about 128 MB with exactly
+  the same multiset of (topic, kafka_partition, kafka_offset), checked before commit. Files reach an
+  hour directory only after their batch's manifest is committed (``lambdaflow.landing``); the files of
+  a batch whose ``_staging/<key>`` still exists (moving, or awaiting the ingest's recovery) are left
+  alone. The ingest never rewrites a committed range (it resumes after the landing positions), so a
+  compacted file is never duplicated by a replay. Protocol (:func:`compact_hour`): take the hour's
+  lock ``_compact/<h>.lock`` (an exclusive create) -> write the new files under ``_compact/<h>/<run>/``
+  -> verify -> **commit** by writing ``_compactions/<h>.json`` (old names, new files) -> delete the old
+  files -> move the new ones into the hour -> delete the record. Deleting before moving means a reader
+  can, at worst, miss rows for a moment; it never sees both the old and the new files.
+  **Recovery rule**: a ``_compactions/<h>.json`` that exists means committed, so roll forward (delete
+  the old files still present, move the new files still staged; both steps are idempotent, and every
+  batch read of the hour does this first); staged files without a record were never committed, so roll
+  back (delete ``_compact/<h>/``; done by the next compaction of the hour, under its lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import struct
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from lambdaflow import hdfs, landing
+from lambdaflow.config import Settings
+from lambdaflow.errors import UserError
+from lambdaflow.jvm_fs import JvmFs
+
+if TYPE_CHECKING:
+    from hdfs import InsecureClient
+    from pyspark.sql import DataFrame, SparkSession
+
+HOUR_MS = 3_600_000
+VIEWS = ("activity_by_product", "visitors_by_product")
+# As in lambdaflow.views, which imports pyspark: repeated so that the JVM-free readers (sensor,
+# validation, serving) and the DAG file's parsing stay light.
+COUNT_COLUMNS = ("purchase_count", "add_to_cart_count", "page_view_count")
+LANDING_KEY = ("topic", "kafka_partition", "kafka_offset")
+TARGET_FILE_BYTES = 128 * 1024 * 1024
+STALE_LOCK_SECONDS = 6 * 3600
+
+Log = Callable[[str], None]
+
+
+def _print(message: str) -> None:
+    print(f"[batch] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------ layout
+def view_path(settings: Settings, view: str, version: int, hour: int | None = None) -> str:
+    path = f"{settings.batch_root}/{view}/v{version}"
+    return path if hour is None else f"{path}/timestamp_hour={hour}"
+
+
+def records_path(settings: Settings, version: int, hour: int | None = None) -> str:
+    path = f"{settings.batch_root}/_hours/v{version}"
+    return path if hour is None else f"{path}/{hour}.json"
+
+
+def current_path(settings: Settings) -> str:
+    return f"{settings.batch_root}/_CURRENT"
+
+
+def observation_path(settings: Settings, hour: int) -> str:
+    return f"{settings.batch_root}/_observations/{hour}.json"
+
+
+def landing_hour_path(settings: Settings, hour: int) -> str:
+    return f"{settings.landing_path}/timestamp_hour={hour}"
+
+
+def manifests_path(settings: Settings) -> str:
+    return f"{settings.landing_path}/{landing.MANIFESTS}"
+
+
+def compaction_record_path(settings: Settings, hour: int) -> str:
+    return f"{settings.landing_path}/_compactions/{hour}.json"
+
+
+def compaction_staging_path(settings: Settings, hour: int) -> str:
+    return f"{settings.landing_path}/_compact/{hour}"
+
+
+def is_data_file(name: str) -> bool:
+    """Bookkeeping and temp files start with '_' or '.' (readers skip them, as Spark does)."""
+    return not name.startswith(("_", "."))
+
+
+def partition_hour(name: str) -> int | None:
+    """The hour of a ``timestamp_hour=<h>`` directory name, None for anything else."""
+    match = re.fullmatch(r"timestamp_hour=(-?\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------- time
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (``2026-11-24T10:00:00Z``); a time without zone is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def floor_hour(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def iso(hour_ms: int) -> str:
+    return datetime.fromtimestamp(hour_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hours_between(start_ms: int, end_ms: int) -> list[int]:
+    """The hours that overlap the half-open interval [start, end)."""
+    return list(range(floor_hour(start_ms), end_ms, HOUR_MS))
+
+
+# ------------------------------------------------------------------------------ offset ranges
+def manifest_names(store: "Store", settings: Settings) -> list[str]:
+    """Names of the committed offset-range manifests (``<commit key>.json``)."""
+    return [n for n in store.list_names(manifests_path(settings)) if landing.is_manifest_name(n)]
+
+
+def committed_after(ranges: list[landing.OffsetRange], positions: dict[int, int]) -> bool:
+    """Whether a manifest's ranges go beyond ``positions``, i.e. it was committed after they were taken."""
+    return any(r.until_offset > positions.get(r.partition, 0) for r in ranges)
+
+
+def batch_watermark(hours: Iterable[int]) -> int | None:
+    """The last hour of the contiguous run of covered hours that starts at the first covered hour."""
+    covered = set(hours)
+    if not covered:
+        return None
+    hour = min(covered)
+    while hour + HOUR_MS in covered:
+        hour += HOUR_MS
+    return hour
+
+
+# ---------------------------------------------------------------------- reading the batch state
+class Store(Protocol):
+    """What the bookkeeping readers need; WebHDFS (Airflow tasks, serving) and the JVM (Spark job) provide it."""
+
+    def list_names(self, path: str) -> list[str]: ...
+
+    def read_json(self, path: str) -> Any: ...
+
+
+class WebHdfsStore:
+    """A :class:`Store` over WebHDFS, for code that runs without a JVM."""
+
+    def __init__(self, client: "InsecureClient"):
+        self.client = client
+
+    def list_names(self, path: str) -> list[str]:
+        return hdfs.list_names(self.client, path)
+
+    def read_json(self, path: str) -> Any:
+        return hdfs.read_json(self.client, path)
+
+
+def web_store(settings: Settings) -> WebHdfsStore:
+    return WebHdfsStore(hdfs.client(settings))
+
+
+def current_version(store: Store, settings: Settings) -> int:
+    document = store.read_json(current_path(settings))
+    return int(document["version"]) if document else 1
+
+
+def recorded_hours(store: Store, settings: Settings, version: int) -> set[int]:
+    """The hours covered by the batch layer in ``version`` (those with a record)."""
+    names = store.list_names(records_path(settings, version))
+    return {int(n[:-5]) for n in names if re.fullmatch(r"-?\d+\.json", n)}
+
+
+def read_hour_record(store: Store, settings: Settings, version: int, hour: int) -> dict | None:
+    return store.read_json(records_path(settings, version, hour))
+
+
+def state(store: Store, settings: Settings) -> dict:
+    """The batch layer's state: current version, covered hours and watermark."""
+    version = current_version(store, settings)
+    hours = recorded_hours(store, settings, version)
+    watermark = batch_watermark(hours)
+    return {"version": version, "hours": sorted(hours), "watermark": watermark,
+            "watermark_iso": iso(watermark) if watermark is not None else None}
+
+
+# -------------------------------------------------------------------- completeness (the sensor)
+def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lateness_s: float,
+                     client: "InsecureClient | None" = None, now_ms: int | None = None) -> tuple[bool, str]:
+    """Whether the ingest has landed everything Kafka held for the hour [start, end); and why (not).
+
+    The hour has *closed* once the landing zone holds an event of a later hour (event time has moved
+    past it) or, for a quiet stream, once the wall clock is past ``end + allowed_lateness``. At the
+    first check after that, the topic's log-end offsets are recorded (``_observations/<h>.json``,
+    kept across pokes and re-runs). The hour is *complete* once the landing positions (highest
+    ``until_offset`` per partition over the committed manifests, compared as integers) have reached
+    those offsets, and ``allowed_lateness_s`` has passed since they were observed.
+    """
+    from lambdaflow import kafka_admin
+
+    c = client or hdfs.client(settings)
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    lateness_ms = int(allowed_lateness_s * 1000)
+    path = observation_path(settings, start_ms)
+    observation = hdfs.read_json(c, path)
+    if observation is None:
+        landed = [h for h in map(partition_hour, hdfs.list_names(c, settings.landing_path)) if h is not None]
+        if not any(h >= end_ms for h in landed) and now_ms < end_ms + lateness_ms:
+            return False, f"hour {iso(start_ms)} still open: no later event landed, wall clock before end + lateness"
+        log_end = kafka_admin.end_offsets(settings)
+        observation = {"observed_at_ms": now_ms, "log_end_offsets": {str(p): o for p, o in log_end.items()}}
+        hdfs.write_json(c, path, observation)
+    positions = landing.positions_from_keys(manifest_names(WebHdfsStore(c), settings))
+    behind = {int(p): end - positions.get(int(p), 0) for p, end in observation["log_end_offsets"].items()
+              if positions.get(int(p), 0) < end}
+    if behind:
+        return False, f"landing zone behind the offsets observed after the hour closed: {behind} records"
+    wait_ms = observation["observed_at_ms"] + lateness_ms - now_ms
+    if wait_ms > 0:
+        return False, f"landed up to the observed offsets; allowed lateness ends in {wait_ms / 1000:.0f} s"
+    return True, f"hour {iso(start_ms)} complete: landed up to {observation['log_end_offsets']}"
+
+
+# ---------------------------------------------------------------------- validation (no JVM)
+class ValidationError(UserError):
+    """The batch views of an hour do not add up to the rows landed in it."""
+
+
+def _parquet_rows(c: "InsecureClient", path: str, length: int) -> int:
+    """Rows of a Parquet file from its footer alone (two ranged WebHDFS reads at most)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tail_length = min(length, 64 * 1024)
+    with c.read(path, offset=length - tail_length, length=tail_length) as reader:
+        tail = reader.read()
+    footer_length = struct.unpack("<i", tail[-8:-4])[0] + 8
+    if footer_length > len(tail):
+        with c.read(path, offset=length - footer_length, length=footer_length) as reader:
+            tail = reader.read()
+    return pq.read_metadata(pa.BufferReader(tail[-footer_length:])).num_rows
+
+
+def read_parquet_dir(c: "InsecureClient", path: str, threads: int = 8):
+    """All data files of an HDFS directory, downloaded in parallel, as one pyarrow Table (None if none)."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def download(name: str):
+        with c.read(f"{path}/{name}") as reader:
+            return pq.read_table(io.BytesIO(reader.read()))
+
+    names = [n for n in hdfs.list_names(c, path) if is_data_file(n)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        tables = list(pool.map(download, names))
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def landed_rows_at_rest(c: "InsecureClient", settings: Settings, hour: int) -> int:
+    """Rows in the hour's landing files now, counted from the Parquet footers."""
+    path = landing_hour_path(settings, hour)
+    if c.status(path, strict=False) is None:
+        return 0
+    return sum(_parquet_rows(c, f"{path}/{name}", status["length"])
+               for name, status in c.list(path, status=True)
+               if is_data_file(name) and status["type"] == "FILE")
+
+
+def validate_hour(settings: Settings, hour: int, client: "InsecureClient | None" = None) -> dict:
+    """Check one recomputed hour without a JVM and return its figures (raise :class:`ValidationError`).
+
+    The activity counts must add up to the rows the recomputation landed (``landed_rows`` in the hour
+    record), both views must list the same products, each product's unique visitors must lie between 1
+    and its number of events, and the landing zone must still hold at least those rows (counted from
+    the Parquet footers). More rows at rest than recomputed is late data: reported, and the next run's
+    late-data check recomputes the hour. An hour that was never recorded is valid only if nothing landed.
+    """
+    c = client or hdfs.client(settings)
+    store = WebHdfsStore(c)
+    version = current_version(store, settings)
+    record = read_hour_record(store, settings, version, hour)
+    at_rest = landed_rows_at_rest(c, settings, hour)
+    summary = {"timestamp_hour": hour, "hour": iso(hour), "version": version, "landed_rows_at_rest": at_rest}
+    if record is None:
+        if at_rest:
+            raise ValidationError(f"hour {iso(hour)} has {at_rest} landed rows but no batch record in v{version}")
+        return {**summary, "landed_rows": 0, "products": 0, **dict.fromkeys(COUNT_COLUMNS, 0)}
+    activity = read_parquet_dir(c, view_path(settings, "activity_by_product", version, hour))
+    visitors = read_parquet_dir(c, view_path(settings, "visitors_by_product", version, hour))
+    events: dict[str, int] = {}
+    counts = dict.fromkeys(COUNT_COLUMNS, 0)
+    for row in activity.to_pylist() if activity is not None else []:
+        events[row["product"]] = sum(row[col] for col in COUNT_COLUMNS)
+        for col in COUNT_COLUMNS:
+            counts[col] += row[col]
+    uniques = {row["product"]: row["unique_visitors"] for row in (visitors.to_pylist() if visitors is not None else [])}
+    problems = []
+    if sum(counts.values()) != record["landed_rows"]:
+        problems.append(f"activity counts add up to {sum(counts.values())}, landed rows {record['landed_rows']}")
+    if set(events) != set(uniques):
+        problems.append(f"products differ between views: {sorted(set(events) ^ set(uniques), key=str)[:5]}")
+    bad = [p for p, n in uniques.items() if not 1 <= n <= events.get(p, 0)]
+    if bad:
+        problems.append(f"unique visitors outside [1, events] for {bad[:5]}")
+    if at_rest < record["landed_rows"]:
+        problems.append(f"landing zone holds {at_rest} rows, fewer than the {record['landed_rows']} recomputed")
+    if problems:
+        raise ValidationError(f"hour {iso(hour)} (v{version}): " + "; ".join(problems))
+    return {**summary, "landed_rows": record["landed_rows"], "products": len(events), **counts,
+            "late_rows_since_recompute": at_rest - record["landed_rows"]}
+
+
+# ------------------------------------------------------------------ the JVM side (Spark job)
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    name: str
+    is_file: bool
+    length: int
+    mtime_ms: int
+
+
+class BatchFs(JvmFs):
+    """HDFS through Spark's JVM, plus what the batch layer needs: listings with sizes, exclusive
+    creates (locks), and JSON documents replaced with one atomic rename-over. A :class:`Store`."""
+
+    def __init__(self, spark: "SparkSession", settings: Settings):
+        super().__init__(spark, settings.hdfs_url)
+        self._gateway = spark.sparkContext._gateway
+
+    def entries(self, path: str) -> list[FileInfo]:
+        if not self.exists(path):
+            return []
+        return [FileInfo(s.getPath().getName(), bool(s.isFile()), int(s.getLen()), int(s.getModificationTime()))
+                for s in self._fs.listStatus(self._path(path))]
+
+    def list_names(self, path: str) -> list[str]:
+        return [f.name for f in self.entries(path)]
+
+    def create_new(self, path: str) -> bool:
+        """Create an empty file unless it exists (atomic in HDFS): a lock."""
+        return bool(self._fs.createNewFile(self._path(path)))
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_text(path)) if self.exists(path) else None
+
+    def write_json(self, path: str, document: Any) -> None:
+        """Write beside the target, then rename over it: readers see the old or the new document, never none."""
+        parent, name = path.rsplit("/", 1)
+        tmp = f"{parent}/_tmp.{name}.{uuid.uuid4().hex}"
+        self.write_text(tmp, json.dumps(document, sort_keys=True))
+        rename_options = self._jvm.org.apache.hadoop.fs.Options.Rename
+        overwrite = self._gateway.new_array(rename_options, 1)
+        overwrite[0] = rename_options.OVERWRITE
+        self._fs.rename(self._path(tmp), self._path(path), overwrite)
+
+
+def landing_schema():
+    """The landing zone's columns (ARCHITECTURE.md, "landing zone"), ``timestamp_hour`` being the partition."""
+    from pyspark.sql.types import (IntegerType, LongType, StringType, StructField, StructType,
+                                   TimestampType)
+
+    strings = ["referrer", "action", "prev_page", "visitor", "page", "product"]
+    return StructType([StructField("timestamp", LongType()),
+                       *(StructField(name, StringType()) for name in strings),
+                       StructField("timestamp_hour", LongType()),
+                       StructField("topic", StringType()),
+                       StructField("kafka_partition", IntegerType()),
+                       StructField("kafka_offset", LongType()),
+                       StructField("kafka_timestamp", TimestampType())])
+
+
+def landed_hours(fs: BatchFs, settings: Settings) -> set[int]:
+    return {h for h in map(partition_hour, fs.list_names(settings.landing_path)) if h is not None}
+
+
+def read_landing(spark: "SparkSession", settings: Settings, hours: Iterable[int],
+                 present: set[int]) -> "DataFrame":
+    """The landed events of ``hours``, reading only those partitions (cost grows with the hours read,
+    not with the history kept): the partition paths are passed explicitly, so Spark lists nothing else."""
+    paths = [settings.uri(landing_hour_path(settings, h)) for h in sorted(set(hours) & present)]
+    if not paths:
+        return spark.createDataFrame([], landing_schema())
+    return (spark.read.schema(landing_schema()).option("basePath", settings.uri(settings.landing_path))
+            .parquet(*paths))
+
+
+def _read_manifests(spark: "SparkSession", settings: Settings, names: list[str]) -> dict[str, dict]:
+    """Contents of the named manifests, read by Spark in parallel ({name: document})."""
+    from pyspark.sql import functions as F
+
+    if not names:
+        return {}
+    uris = [settings.uri(f"{manifests_path(settings)}/{n}") for n in names]
+    rows = (spark.read.text(uris, wholetext=True)
+            .select(F.col("_metadata.file_name").alias("name"), "value").collect())
+    return {row["name"]: json.loads(row["value"]) for row in rows}
+
+
+def late_hours(spark: "SparkSession", fs: BatchFs, settings: Settings, version: int, before_ms: int,
+               lookback_hours: int, log: Log = _print) -> list[int]:
+    """Recorded hours of the ``lookback_hours`` before ``before_ms`` whose landed count has changed.
+
+    See the module docstring ("Late data"): today's count of an hour is its record's
+    ``rows_below_positions`` plus the rows that manifests committed after the record's positions
+    landed in the hour; only those manifests are read.
+    """
+    window = range(floor_hour(before_ms) - lookback_hours * HOUR_MS, floor_hour(before_ms), HOUR_MS)
+    records = {h: r for h in window if (r := read_hour_record(fs, settings, version, h))}
+    if not records:
+        return []
+    # A manifest committed after the oldest record's positions may concern any record of the window.
+    partitions = {int(p) for r in records.values() for p in r["positions"]}
+    floor = {p: min(int(r["positions"].get(str(p), 0)) for r in records.values()) for p in partitions}
+    ranges = {name: landing.parse_commit_key(name) for name in manifest_names(fs, settings)}
+    newer = {name: r for name, r in ranges.items() if committed_after(r, floor)}
+    contents = _read_manifests(spark, settings, sorted(newer))
+    stale = []
+    for hour, record in sorted(records.items()):
+        positions = {int(p): v for p, v in record["positions"].items()}
+        later = sum(int(doc.get("hours", {}).get(str(hour), 0)) for name, doc in contents.items()
+                    if committed_after(newer[name], positions))
+        now_landed = record["rows_below_positions"] + later
+        if now_landed != record["landed_rows"]:
+            log(f"late data: hour {iso(hour)} recomputed with {record['landed_rows']} rows, now {now_landed} landed")
+            stale.append(hour)
+    return stale
+
+
+def _replace_dir(fs: BatchFs, staged: str, live: str, trash: str) -> None:
+    """Swap a staged hour directory in: live -> trash, staged -> live (an hour without rows: no directory)."""
+    if fs.exists(live):
+        fs.rename(live, trash)
+    if fs.exists(staged):
+        fs.rename(staged, live)
+    fs.delete(trash)
+
+
+def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hours: Iterable[int],
+                    log: Log = _print) -> list[dict]:
+    """Recompute both views for ``hours`` into ``version``, replacing exactly those hours; returns the records."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from lambdaflow import views
+
+    hours = sorted(set(hours))
+    if not hours:
+        return []
+    fs = BatchFs(spark, settings)
+    for hour in hours:
+        finish_committed_compaction(fs, settings, hour, log)
+    # A manifest is committed before its batch's files move into place (lambdaflow.landing), so a batch
+    # whose staging directory is still there may be partly visible: the positions stop before it, and
+    # the late-data check counts it as committed after them. (Listing manifests first is what makes
+    # "not staging any more" mean "all moved".)
+    committed = manifest_names(fs, settings)
+    moving = set(fs.list_names(f"{settings.landing_path}/{landing.STAGING}"))
+    positions = landing.positions_from_keys(n for n in committed if n.removesuffix(".json") not in moving)
+    present = landed_hours(fs, settings)
+    started = time.monotonic()
+    events = read_landing(spark, settings, hours, present).select(
+        *LANDING_KEY, "timestamp_hour", "product", "action", "visitor")
+    # De-duplication is a shuffle of every row; counting distinct Kafka records per partition with
+    # offset bitmaps is not. So de-duplicate only when the landing zone holds a duplicate (never at rest).
+    duplicates = sum(r["rows"] - r["records"] for r in views.record_census(events).collect())
+    landed = events
+    if duplicates:
+        log(f"{duplicates} row(s) repeat Kafka records already landed: de-duplicating")
+        landed = views.dedupe_landed(events).persist(StorageLevel.MEMORY_AND_DISK)
+    position_of = F.create_map(*(F.lit(x) for p, o in positions.items() for x in (p, o))).cast("map<int,bigint>")
+    below = F.col("kafka_offset") < F.coalesce(position_of[F.col("kafka_partition")], F.lit(0))
+    run = uuid.uuid4().hex[:12]
+    staged = {view: f"{settings.batch_root}/{view}/_staging/{run}" for view in VIEWS}
+    computed = {"activity_by_product": views.activity_by_product(landed).persist(),
+                "visitors_by_product": views.visitors_by_product(landed).persist()}
+    try:
+        landed_counts = {r["timestamp_hour"]: r for r in landed.groupBy("timestamp_hour").agg(
+            F.count(F.lit(1)).alias("landed_rows"), F.count(F.when(below, True)).alias("rows_below_positions"))
+            .collect()}
+        for view, rows in computed.items():
+            rows.repartition("timestamp_hour").write.partitionBy("timestamp_hour").parquet(settings.uri(staged[view]))
+        activity_sums = {r["timestamp_hour"]: r for r in computed["activity_by_product"].groupBy("timestamp_hour")
+                         .agg(F.count(F.lit(1)).alias("activity_rows"), *(F.sum(c).alias(c) for c in COUNT_COLUMNS))
+                         .collect()}
+        visitor_rows = {r["timestamp_hour"]: r["count"]
+                        for r in computed["visitors_by_product"].groupBy("timestamp_hour").count().collect()}
+    finally:
+        for rows in computed.values():
+            rows.unpersist()
+        if duplicates:
+            landed.unpersist()
+    log(f"v{version}: computed {len(hours)} hour(s) in {time.monotonic() - started:.1f} s; replacing them")
+    records = []
+    for hour in hours:
+        for view in VIEWS:
+            _replace_dir(fs, f"{staged[view]}/timestamp_hour={hour}", view_path(settings, view, version, hour),
+                         f"{settings.batch_root}/{view}/_trash/{run}/timestamp_hour={hour}")
+        counts, sums = landed_counts.get(hour), activity_sums.get(hour)
+        record = {"timestamp_hour": hour, "hour": iso(hour), "version": version,
+                  "landed_rows": counts["landed_rows"] if counts else 0,
+                  "rows_below_positions": counts["rows_below_positions"] if counts else 0,
+                  "positions": {str(p): o for p, o in sorted(positions.items())},
+                  "activity_rows": sums["activity_rows"] if sums else 0,
+                  "visitors_rows": visitor_rows.get(hour, 0),
+                  **{c: (sums[c] if sums else 0) for c in COUNT_COLUMNS},
+                  "recomputed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        fs.write_json(records_path(settings, version, hour), record)
+        records.append(record)
+        log(f"v{version} {record['hour']}: {record['landed_rows']} landed rows -> "
+            f"{record['activity_rows']} activity rows, {record['visitors_rows']} visitors rows")
+    for view in VIEWS:
+        fs.delete(staged[view])
+        fs.delete(f"{settings.batch_root}/{view}/_trash/{run}")
+    return records
+
+
+def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = False,
+                  log: Log = _print) -> list[dict]:
+    """Full recomputation into a new version, then an atomic switch of ``_CURRENT`` and removal of the old."""
+    fs = BatchFs(spark, settings)
+    old = current_version(fs, settings)
+    existing = {int(n[1:]) for view in VIEWS for n in fs.list_names(f"{settings.batch_root}/{view}")
+                if re.fullmatch(r"v\d+", n)}
+    new = max({old} | existing) + 1
+    known = landed_hours(fs, settings) | recorded_hours(fs, settings, old)
+    if not known:
+        log("nothing landed and nothing recorded: no version to build")
+        return []
+    hours = list(range(min(known), max(known) + HOUR_MS, HOUR_MS))
+    log(f"full recomputation of {len(hours)} hour(s) {iso(hours[0])} .. {iso(hours[-1])} into v{new}")
+    if compact:
+        for hour in sorted(landed_hours(fs, settings)):
+            compact_hour(spark, settings, hour, log=log)
+    records = recompute_hours(spark, settings, new, hours, log)
+    fs.write_json(current_path(settings), {"version": new, "switched_at": datetime.now(timezone.utc).isoformat()})
+    log(f"switched readers to v{new}")
+    for version in ({old} | existing) - {new}:
+        for view in VIEWS:
+            fs.delete(view_path(settings, view, version))
+        fs.delete(records_path(settings, version))
+    return records
+
+
+# ------------------------------------------------------------------------------- compaction
+def finish_committed_compaction(fs: BatchFs, settings: Settings, hour: int, log: Log = _print) -> bool:
+    """Roll a committed compaction of ``hour`` forward (idempotent, safe beside a running compaction)."""
+    record = fs.read_json(compaction_record_path(settings, hour))
+    if record is None:
+        return False
+    live = landing_hour_path(settings, hour)
+    for name in record["old"]:
+        fs.delete(f"{live}/{name}", recursive=False)
+    for item in record["new"]:
+        target = f"{live}/{item['name']}"
+        if fs.exists(item["staged"]):
+            fs.rename(item["staged"], target)
+        elif not fs.exists(target):
+            raise RuntimeError(f"compaction of {iso(hour)} committed but {item['name']} is neither staged nor in place")
+    fs.delete(compaction_record_path(settings, hour))
+    fs.delete(record["staging"])
+    log(f"compaction {iso(hour)}: {len(record['old'])} file(s) -> {len(record['new'])}")
+    return True
+
+
+def _commit_key_of(name: str) -> str | None:
+    """The commit key in an ingest file name ``part-<commit key>-<n>.snappy.parquet`` (None for others)."""
+    match = re.fullmatch(r"part-(\d+-\d+-\d+(?:_\d+-\d+-\d+)*)-\d+\..*", name)
+    return match.group(1) if match else None
+
+
+def _take_lock(fs: BatchFs, lock: str) -> bool:
+    if fs.create_new(lock):
+        return True
+    info = next((f for f in fs.entries(lock.rsplit("/", 1)[0]) if f.name == lock.rsplit("/", 1)[1]), None)
+    if info and time.time() * 1000 - info.mtime_ms > STALE_LOCK_SECONDS * 1000:
+        fs.delete(lock)  # its holder died long ago; recovery below makes the hour consistent again
+        return fs.create_new(lock)
+    return False
+
+
+def compact_hour(spark: "SparkSession", settings: Settings, hour: int,
+                 target_file_bytes: int = TARGET_FILE_BYTES, log: Log = _print) -> dict | None:
+    """Rewrite a landing hour into fewer, larger files; returns what was done, None if nothing was.
+
+    Keeps exactly the same multiset of (topic, kafka_partition, kafka_offset), checked before the
+    commit; see the module docstring for the protocol and the recovery rule.
+    """
+    fs = BatchFs(spark, settings)
+    staging_root = compaction_staging_path(settings, hour)
+    lock = f"{staging_root}.lock"
+    if not _take_lock(fs, lock):
+        log(f"compaction {iso(hour)}: skipped, {lock} is held by another compaction")
+        return None
+    try:
+        finish_committed_compaction(fs, settings, hour, log)
+        fs.delete(staging_root)  # staged files without a commit record: roll back
+        # A batch whose staging directory still exists may still be moving files into the hour (or
+        # be awaiting the ingest's recovery, which expects its moved files in place): leave its files.
+        pending = set(fs.list_names(f"{settings.landing_path}/{landing.STAGING}"))
+        live = landing_hour_path(settings, hour)
+        files = [f for f in fs.entries(live) if f.is_file and is_data_file(f.name)
+                 and _commit_key_of(f.name) not in pending]
+        target_files = max(1, math.ceil(sum(f.length for f in files) / target_file_bytes))
+        if len(files) <= target_files:
+            return None
+        run = uuid.uuid4().hex[:12]
+        staging = f"{staging_root}/{run}"
+        old = spark.read.option("mergeSchema", "true").parquet(*(settings.uri(f"{live}/{f.name}") for f in files))
+        old.coalesce(target_files).write.parquet(settings.uri(staging))
+        new = spark.read.parquet(settings.uri(staging))
+        key = list(LANDING_KEY)
+        if not (old.select(key).exceptAll(new.select(key)).isEmpty()
+                and new.select(key).exceptAll(old.select(key)).isEmpty()):
+            fs.delete(staging)
+            raise RuntimeError(f"compaction of {iso(hour)} would change the set of Kafka coordinates; rolled back")
+        new_files = [n for n in fs.list_names(staging) if n.endswith(".parquet")]
+        record = {"timestamp_hour": hour, "old": [f.name for f in files], "staging": staging,
+                  "new": [{"staged": f"{staging}/{n}", "name": f"part-compacted-{run}-{i}.snappy.parquet"}
+                          for i, n in enumerate(sorted(new_files))]}
+        fs.write_json(compaction_record_path(settings, hour), record)  # the commit point
+        finish_committed_compaction(fs, settings, hour, log)
+        return {"timestamp_hour": hour, "old_files": len(files), "new_files": len(new_files)}
+    finally:
+        fs.delete(lock)
+
+
+# ------------------------------------------------------------------------------- entry points
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``lambdaflow batch`` and of ``spark_jobs/batch_recompute.py`` (the same)."""
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--hour", type=parse_time, help="recompute the hour containing this ISO 8601 time (UTC)")
+    scope.add_argument("--from", dest="start", type=parse_time,
+                       help="recompute the hours of [FROM, TO) (ISO 8601, half-open, UTC); needs --to")
+    scope.add_argument("--all", action="store_true",
+                       help="full recomputation of all history into a new version, then switch readers to it")
+    parser.add_argument("--to", dest="end", type=parse_time, help="end of the interval (exclusive)")
+    parser.add_argument("--late-lookback-hours", type=int, default=0, metavar="N",
+                        help="also recompute hours of the N hours before the interval whose landed rows changed "
+                             "since they were recomputed (late data); default 0")
+    parser.add_argument("--compact", action="store_true",
+                        help="compact the landing files of the hours first (fewer, larger files)")
+
+
+def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace, log: Log = _print) -> list[dict]:
+    """Run what ``args`` ask for (see :func:`add_arguments`); returns the hour records written."""
+    if args.all:
+        return recompute_all(spark, settings, compact=args.compact, log=log)
+    if args.hour is not None:
+        start = floor_hour(epoch_ms(args.hour))
+        end = start + HOUR_MS
+    elif args.end is None:
+        raise UserError("--from needs --to")
+    else:
+        start, end = epoch_ms(args.start), epoch_ms(args.end)
+        if end <= start:
+            raise UserError("--to must be after --from")
+    hours = hours_between(start, end)
+    fs = BatchFs(spark, settings)
+    version = current_version(fs, settings)
+    todo = set(hours)
+    if args.late_lookback_hours > 0:
+        todo |= set(late_hours(spark, fs, settings, version, hours[0], args.late_lookback_hours, log))
+    todo = sorted(todo)
+    log(f"recomputing {len(todo)} hour(s) into v{version}: {', '.join(iso(h) for h in todo)}")
+    if args.compact:
+        for hour in todo:
+            compact_hour(spark, settings, hour, log=log)
+    return recompute_hours(spark, settings, version, todo, log)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``lambdaflow batch``: the recomputation in a local SparkSession (the DAG spark-submits the same code)."""
+    from lambdaflow.spark import session
+
+    settings = Settings.from_env()
+    spark = session("lambdaflow-batch", settings)
+    try:
+        records = execute(spark, settings, args)
+        _print(f"done: {len(records)} hour(s), {sum(r['landed_rows'] for r in records)} landed rows; "
+               f"batch watermark {state(BatchFs(spark, settings), settings)['watermark_iso']}")
+    finally:
+        spark.stop()
+    return 0
