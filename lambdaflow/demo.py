@@ -54,15 +54,22 @@ class Demo:
         self.deadline = time.monotonic() + args.timeout
         self.token = ""
 
-    def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        try:
-            return stack.api(method, path, body, token=self.token)
-        except Exception as exc:
-            if getattr(exc, "code", None) == 401:  # token expired: log in again
-                self.token = stack.api_token()
+    def api(self, method: str, path: str, body: dict | None = None, attempts: int = 10) -> dict:
+        """Call the REST API; log in again on 401, retry while SQLite is locked (503)."""
+        for attempt in range(1, attempts + 1):
+            try:
                 return stack.api(method, path, body, token=self.token)
-            detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else ""
-            raise UserError(f"Airflow API {method} {path} failed: {exc} {detail}") from exc
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                if code == 401:
+                    self.token = stack.api_token()
+                    continue
+                detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else ""
+                if code == 503 and attempt < attempts:  # "Database is locked": SQLite under concurrent writers
+                    time.sleep(3)
+                    continue
+                raise UserError(f"Airflow API {method} {path} failed: {exc} {detail}") from exc
+        raise UserError(f"Airflow API {method} {path} failed {attempts} times")
 
     def wait(self, what: str, check, every: float = 3.0, report=None):
         while True:
@@ -122,6 +129,13 @@ class Demo:
         lag_run = self.api("POST", "/dags/weblogs_lag_monitor/dagRuns", {"logical_date": None})["dag_run_id"]
         lag_state = self.wait("weblogs_lag_monitor", lambda: self._finished("weblogs_lag_monitor", lag_run), every=5)
 
+        # the serving query before the batch layer has run: recent hours come from the speed layer
+        from lambdaflow import serving
+        from lambdaflow.events import Catalogue
+
+        product = Catalogue.load().products[0]
+        window = (int(start.replace(minute=0).timestamp() * 1000), int(time.time() * 1000) + 1)
+        speed_rows = serving.query(None, self.settings, "activity", product, *window)
         first_hour = start.replace(minute=0)
         last_batch_hour = end.replace(minute=0) - HOUR  # the newest closed hour
         say(f"step 5/6: backfilling weblogs_batch for the closed hours {iso(first_hour)} .. {iso(last_batch_hour + HOUR)} "
@@ -140,7 +154,7 @@ class Demo:
                                  every=10, report=lambda: say(f"  batch runs: {self._backfill_states(backfill['id'])}"))
 
         say("step 6/6: accounting")
-        return self.summarise(summary, before_ends, lag_state, batch_states, start)
+        return self.summarise(summary, before_ends, lag_state, batch_states, product, window, speed_rows)
 
     def _finished(self, dag_id: str, run_id: str) -> str | None:
         state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
@@ -170,7 +184,7 @@ class Demo:
 
     # ---------------------------------------------------------------------------------- summary
     def summarise(self, produced: dict, before_ends: dict[int, int], lag_state: str, batch_states: dict,
-                  start: dt.datetime) -> int:
+                  product: str, window: tuple[int, int], speed_rows: list[dict]) -> int:
         from lambdaflow import lag as lag_monitor
         from lambdaflow import serving
 
@@ -183,10 +197,9 @@ class Demo:
         for m in new:
             for reason, n in m.get("quarantine_reasons", {}).items():
                 reasons[reason] = reasons.get(reason, 0) + n
-        duplicates, product = self._checks(start)
+        duplicates = self._duplicates()
         report = lag_monitor.monitor(self.settings, record=False)
-        rows = serving.query(None, self.settings, "activity", product, int(start.replace(minute=0).timestamp() * 1000),
-                             int(time.time() * 1000))
+        rows = serving.query(None, self.settings, "activity", product, *window)
         acked = int(produced.get("acked", 0))
         ok = (acked == landed + quarantined and duplicates == 0 and report["total_lag"] == 0
               and lag_state == "success" and batch_states.get("success", 0) > 0 and set(batch_states) == {"success"})
@@ -204,10 +217,10 @@ class Demo:
             f"final lag                      {report['total_lag']} records, status {report['status']}",
             f"lag monitor run                {lag_state}",
             f"batch hours recomputed         {batch_states}",
-            f"serving query (activity, product {rows[0]['product'] if rows else '-'}):",
-            *(f"    {iso(dt.datetime.fromtimestamp(r['timestamp_hour'] / 1000, dt.timezone.utc))}  "
-              f"{r['layer']:5}  page_view {r['page_view_count']:5}  add_to_cart {r['add_to_cart_count']:4}  "
-              f"purchase {r['purchase_count']:4}" for r in rows),
+            f"serving query `lambdaflow query activity --product '{product}'` before the batch backfill:",
+            *map(_row, speed_rows),
+            "  ... and after it (hours up to the batch watermark now come from the batch layer):",
+            *map(_row, rows),
             f"Airflow UI                     {stack.services.airflow_url()}  (user admin, password {password})",
             f"dashboard                      {stack.services.airflow_url()}/lambdaflow/",
             f"the deployment stays up; stop it with `make down`",
@@ -216,28 +229,29 @@ class Demo:
         print("\n".join(lines), flush=True)
         return 0 if ok else 1
 
-    def _checks(self, start: dt.datetime) -> tuple[int, str]:
-        """(partition, offset) pairs present more than once across landing zone and quarantine, at rest;
-        and the busiest product since ``start``, for the sample serving query."""
+    def _duplicates(self) -> int:
+        """(partition, offset) pairs present more than once across landing zone and quarantine, at rest."""
         from pyspark.sql import functions as F
 
         from lambdaflow.spark import session
 
+        client = hdfs.client(self.settings)
         spark = session("lambdaflow-demo-check", self.settings)
         try:
             coords = ["kafka_partition", "kafka_offset"]
             frames = [spark.read.parquet(self.settings.uri(p)).select(*coords)
                       for p in (self.settings.landing_path, self.settings.quarantine_path)
-                      if hdfs.client(self.settings).status(p, strict=False)
-                      and any(not n.startswith("_") for n in hdfs.client(self.settings).list(p))]
+                      if client.status(p, strict=False) and any(not n.startswith("_") for n in client.list(p))]
             union = frames[0].unionByName(frames[1]) if len(frames) == 2 else frames[0]
-            duplicates = int(union.groupBy(*coords).count().where(F.col("count") > 1).count())
-            busiest = (spark.read.parquet(self.settings.uri(self.settings.landing_path))
-                       .where(F.col("timestamp_hour") >= int(start.timestamp() * 1000))
-                       .groupBy("product").count().orderBy(F.desc("count"), "product").first())
-            return duplicates, busiest["product"]
+            return int(union.groupBy(*coords).count().where(F.col("count") > 1).count())
         finally:
             spark.stop()
+
+
+def _row(r: dict) -> str:
+    hour = dt.datetime.fromtimestamp(r["timestamp_hour"] / 1000, dt.timezone.utc)
+    return (f"    {iso(hour)}  {r['layer']:5}  page_view {r['page_view_count']:5}  "
+            f"add_to_cart {r['add_to_cart_count']:4}  purchase {r['purchase_count']:4}")
 
 
 def run(args: argparse.Namespace) -> int:
