@@ -6,7 +6,7 @@
    minute (time multiplier), with a small fraction of malformed records;
 4. follows progress (produced, landed, lag) until the ingest has caught up and the lag monitor
    has a green run;
-5. backfills `weblogs_batch` for the completed simulated hours (the newest hour is left to the
+5. runs `weblogs_batch` for the closed simulated hours (the newest hour is left to the
    speed layer) and waits for the runs;
 6. prints the accounting (produced = landed + quarantined, duplicates), the final lag, a serving
    query answer with its batch/speed split, and where to look. Exit 0 only if the accounting holds.
@@ -65,7 +65,8 @@ class Demo:
                     self.token = stack.api_token()
                     continue
                 detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else ""
-                if code == 503 and attempt < attempts:  # "Database is locked": SQLite under concurrent writers
+                if (code == 503 or (code == 500 and "Database" in detail)) and attempt < attempts:
+                    # "Database is locked": Airflow's SQLite metadata DB under concurrent writers
                     time.sleep(3)
                     continue
                 raise UserError(f"Airflow API {method} {path} failed: {exc} {detail}") from exc
@@ -92,6 +93,9 @@ class Demo:
         before_ends = kafka_admin.end_offsets(self.settings)
 
         say("step 2/6: unpausing weblogs_ingest (streaming job), weblogs_lag_monitor and weblogs_producer")
+        stale = self.api("GET", "/dags/weblogs_producer/dagRuns?state=queued&state=running&limit=100")["dag_runs"]
+        for run in stale:  # left by an interrupted demo: they would produce alongside this one
+            self.api("PATCH", f"/dags/weblogs_producer/dagRuns/{run['dag_run_id']}", {"state": "failed"})
         for dag_id in ("weblogs_ingest", "weblogs_lag_monitor", "weblogs_producer"):
             self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
 
@@ -138,20 +142,18 @@ class Demo:
         speed_rows = serving.query(None, self.settings, "activity", product, *window)
         first_hour = start.replace(minute=0)
         last_batch_hour = end.replace(minute=0) - HOUR  # the newest closed hour
-        say(f"step 5/6: backfilling weblogs_batch for the closed hours {iso(first_hour)} .. {iso(last_batch_hour + HOUR)} "
+        say(f"step 5/6: running weblogs_batch for the closed hours {iso(first_hour)} .. {iso(last_batch_hour + HOUR)} "
             f"(the open hour from {iso(last_batch_hour + HOUR)} stays with the speed layer)")
-        for running in self.api("GET", "/backfills?dag_id=weblogs_batch&limit=100")["backfills"]:
-            if not running.get("completed_at"):  # left over from an interrupted demo
-                self.api("PUT", f"/backfills/{running['id']}/cancel")
-        # the scheduler also catches up today's hours (start_date: today 00:00 UTC); runs for the same
-        # hour are not created twice
+        # the scheduler also catches up the hours since the DAG's start date; an hour it already ran
+        # is cleared and recomputed, which gives the same numbers
         self.api("PATCH", "/dags/weblogs_batch", {"is_paused": False})
-        backfill = self.api("POST", "/backfills", {
-            "dag_id": "weblogs_batch", "from_date": iso(first_hour), "to_date": iso(last_batch_hour),
-            "max_active_runs": 2, "reprocess_behavior": "completed",
-            "dag_run_conf": {"allowed_lateness_seconds": 0}})
-        batch_states = self.wait("the weblogs_batch backfill", lambda: self._backfill_done(backfill["id"]),
-                                 every=10, report=lambda: say(f"  batch runs: {self._backfill_states(backfill['id'])}"))
+        runs = []
+        hour = first_hour
+        while hour <= last_batch_hour:
+            runs.append(self._run_hour(hour))
+            hour += HOUR
+        batch_states = self.wait("the weblogs_batch runs", lambda: self._all_finished(runs), every=10,
+                                 report=lambda: say(f"  batch runs: {self._states(runs)}"))
 
         say("step 6/6: accounting")
         return self.summarise(summary, before_ends, lag_state, batch_states, product, window, speed_rows)
@@ -165,22 +167,28 @@ class Demo:
         value = entry["value"]
         return json.loads(value) if isinstance(value, str) else value
 
-    def _backfill_states(self, backfill_id: int) -> dict[str, int]:
-        runs = self.api("GET", "/dags/weblogs_batch/dagRuns?limit=100&run_type=backfill")["dag_runs"]
+    def _run_hour(self, hour: dt.datetime) -> str:
+        """A weblogs_batch run for [hour, hour + 1h) (its logical date is the hour's end)."""
+        logical = iso(hour + HOUR)
+        existing = self.api("GET", f"/dags/weblogs_batch/dagRuns?logical_date_gte={logical}&logical_date_lte={logical}")
+        if existing["dag_runs"]:
+            run_id = existing["dag_runs"][0]["dag_run_id"]
+            if existing["dag_runs"][0]["state"] in ("success", "failed"):
+                self.api("POST", f"/dags/weblogs_batch/dagRuns/{run_id}/clear", {"dry_run": False})
+            return run_id
+        return self.api("POST", "/dags/weblogs_batch/dagRuns", {
+            "logical_date": logical, "conf": {"allowed_lateness_seconds": 0}})["dag_run_id"]
+
+    def _states(self, run_ids: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for run in runs:
-            if run.get("backfill_id") in (None, backfill_id):
-                counts[run["state"]] = counts.get(run["state"], 0) + 1
+        for run_id in run_ids:
+            state = self.api("GET", f"/dags/weblogs_batch/dagRuns/{run_id}")["state"]
+            counts[state] = counts.get(state, 0) + 1
         return counts
 
-    def _backfill_done(self, backfill_id: int) -> dict[str, int] | None:
-        """The backfill's run states once it and the scheduler's own catch-up runs have all finished."""
-        info = self.api("GET", f"/backfills/{backfill_id}")
-        states = self._backfill_states(backfill_id)
-        unfinished = self.api("GET", "/dags/weblogs_batch/dagRuns?limit=1&state=queued&state=running")
-        if info.get("completed_at") and not unfinished["total_entries"] and not {"queued", "running"} & states.keys():
-            return states
-        return None
+    def _all_finished(self, run_ids: list[str]) -> dict[str, int] | None:
+        states = self._states(run_ids)
+        return states if set(states) <= {"success", "failed"} else None
 
     # ---------------------------------------------------------------------------------- summary
     def summarise(self, produced: dict, before_ends: dict[int, int], lag_state: str, batch_states: dict,
@@ -197,11 +205,15 @@ class Demo:
         for m in new:
             for reason, n in m.get("quarantine_reasons", {}).items():
                 reasons[reason] = reasons.get(reason, 0) + n
+        received = sum(kafka_admin.end_offsets(self.settings).values()) - sum(before_ends.values())
+        everything = sum(m["landed_rows"] + m["quarantined_rows"] for m in manifests)
+        kafka_total = sum(kafka_admin.end_offsets(self.settings).values()) - sum(
+            kafka_admin.beginning_offsets(self.settings).values())
         duplicates = self._duplicates()
         report = lag_monitor.monitor(self.settings, record=False)
         rows = serving.query(None, self.settings, "activity", product, *window)
         acked = int(produced.get("acked", 0))
-        ok = (acked == landed + quarantined and duplicates == 0 and report["total_lag"] == 0
+        ok = (received == landed + quarantined and acked <= received and everything == kafka_total and duplicates == 0 and report["total_lag"] == 0
               and lag_state == "success" and batch_states.get("success", 0) > 0 and set(batch_states) == {"success"})
         password = stack.services.admin_password()
         lines = [
@@ -210,14 +222,17 @@ class Demo:
             "lambdaflow demo summary",
             "=" * 78,
             f"produced (acked by Kafka)      {acked}   (bad records injected: {produced.get('bad_injected')})",
+            f"received by Kafka meanwhile    {received}   (this run's producer and anyone else's)",
             f"landed in the landing zone     {landed}",
             f"quarantined                    {quarantined}   by reason: {reasons}",
-            f"landed + quarantined           {landed + quarantined}   {'=' if acked == landed + quarantined else '!='} produced",
+            f"landed + quarantined           {landed + quarantined}   {'=' if received == landed + quarantined else '!='} received",
+            f"all time: landed + quarantined {everything}   {'=' if everything == kafka_total else '!='} "
+            f"records in the topic ({kafka_total})",
             f"duplicate (partition, offset)  {duplicates}",
             f"final lag                      {report['total_lag']} records, status {report['status']}",
             f"lag monitor run                {lag_state}",
             f"batch hours recomputed         {batch_states}",
-            f"serving query `lambdaflow query activity --product '{product}'` before the batch backfill:",
+            f"serving query `lambdaflow query activity --product '{product}'` before the batch runs:",
             *map(_row, speed_rows),
             "  ... and after it (hours up to the batch watermark now come from the batch layer):",
             *map(_row, rows),

@@ -86,9 +86,14 @@ class Daemon:
         """Start unless already up; wait for readiness. Returns True when it had to start."""
         if self.is_up():
             return False
-        if self.pid() is not None:  # alive but not ready: give it the benefit of the wait
-            self._wait_ready(self.pid())
-            return False
+        if self.pid() is not None:  # alive but not ready: booting, or hung (e.g. a crashed scheduler
+            try:                    # waiting forever for its running tasks); restart it if it stays so
+                self._wait_ready(self.pid(), timeout_s=30)
+                return False
+            except ServiceError:
+                if not quiet:
+                    print(f"[up] {self.name} is running but not ready; restarting it (log: {self.log_file})", flush=True)
+                self.stop()
         busy = [p for p in self.ports if port_open(p)]
         if busy:
             raise ServiceError(f"{self.name}: port(s) {busy} already in use by another process; "
@@ -108,8 +113,9 @@ class Daemon:
         self._wait_ready(proc.pid)
         return True
 
-    def _wait_ready(self, pid: int) -> None:
-        deadline = time.monotonic() + self.timeout_s
+    def _wait_ready(self, pid: int, timeout_s: float | None = None) -> None:
+        timeout_s = timeout_s or self.timeout_s
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 raise ServiceError(f"{self.name} exited during start-up; see {self.log_file}:\n{self.tail()}")
@@ -119,7 +125,7 @@ class Daemon:
             except Exception:  # readiness probes fail in many ways while a daemon boots
                 pass
             time.sleep(0.5)
-        raise ServiceError(f"{self.name} not ready after {self.timeout_s:.0f}s; see {self.log_file}:\n{self.tail()}")
+        raise ServiceError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log_file}:\n{self.tail()}")
 
     def tail(self, lines: int = 15) -> str:
         try:

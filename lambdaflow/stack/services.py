@@ -322,6 +322,7 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(AIRFLOW_PASSWORDS),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url()}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "lambdaflow.stack.services.SQLITE_CONNECT_ARGS",
         "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
         "AIRFLOW__API__HOST": "localhost",
         "AIRFLOW__API__WORKERS": "1",
@@ -345,6 +346,10 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "NO_PROXY": "*",
     }
     return {**env, **{k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__") and k not in env}}
+
+
+# SQLite's busy timeout for Airflow's metadata DB (default 5 s): four daemons write to it at once.
+SQLITE_CONNECT_ARGS = {"timeout": 30}
 
 
 def airflow_command(*args: str) -> list[str]:
