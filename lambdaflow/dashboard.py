@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from lambdaflow import hdfs
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError, is_user_error
 
@@ -80,10 +80,10 @@ class SourceUnavailable(UserError):
 @contextlib.contextmanager
 def _webhdfs_reachable(settings: Settings) -> Iterator[None]:
     try:
-        yield
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise SourceUnavailable(f"cannot reach WebHDFS at {settings.webhdfs_url} ({exc.__class__.__name__}); "
-                                "is HDFS up? (`lambdaflow status`)") from exc
+        with hdfs.webhdfs_errors(settings):
+            yield
+    except hdfs.HdfsUnavailable as exc:
+        raise SourceUnavailable(str(exc)) from exc
 
 
 def lag_now(settings: Settings) -> dict[str, Any]:

@@ -6,17 +6,35 @@ bookkeeping reads and writes (manifests, markers, history) from plain Python.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
+
+import requests
 
 from hdfs import InsecureClient
 from hdfs.util import HdfsError
 
 from lambdaflow.config import Settings
+from lambdaflow.errors import UserError
 
-__all__ = ["HdfsError", "client", "read_json", "write_json", "list_names"]
+__all__ = ["HdfsError", "HdfsUnavailable", "client", "read_json", "write_json", "list_names", "webhdfs_errors"]
+
+
+class HdfsUnavailable(UserError):
+    """WebHDFS cannot be reached; the message names the address."""
+
+
+@contextlib.contextmanager
+def webhdfs_errors(settings: Settings) -> Iterator[None]:
+    """Turn connection failures of WebHDFS calls into one actionable :class:`HdfsUnavailable`."""
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise HdfsUnavailable(f"cannot reach WebHDFS at {settings.webhdfs_url} ({exc.__class__.__name__}); "
+                              "is HDFS up? (`lambdaflow status`)") from exc
 
 
 def hdfs_user() -> str:

@@ -63,7 +63,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-import requests
 from hdfs import InsecureClient
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -71,6 +70,7 @@ from kafka.errors import KafkaError
 from lambdaflow import hdfs, kafka_admin, landing
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
+from lambdaflow.hdfs import HdfsUnavailable, webhdfs_errors  # HdfsUnavailable: part of this module's API
 from lambdaflow.kafka_admin import KafkaUnavailable
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,6 @@ DEFAULT_RETENTION_DAYS = 7
 _DAY_FILE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl")
 _FETCH_TIMEOUT_S = 10.0
 _APPEND_ATTEMPTS = 6
-
-
-class HdfsUnavailable(UserError):
-    """WebHDFS could not be reached; the message names the URL tried."""
 
 
 class TopicNotFound(UserError):
@@ -246,15 +242,6 @@ def _kafka_errors(settings: Settings) -> Iterator[None]:
                                f"({exc.__class__.__name__}: {exc}); is the broker up? (`lambdaflow status`)") from exc
 
 
-@contextlib.contextmanager
-def _hdfs_errors(settings: Settings) -> Iterator[None]:
-    try:
-        yield
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise HdfsUnavailable(f"cannot reach WebHDFS at {settings.webhdfs_url} ({exc.__class__.__name__}); "
-                              "is HDFS up? (`lambdaflow status`)") from exc
-
-
 def _require_kafka(settings: Settings, timeout_s: float = 3.0) -> None:
     """Fail fast when no bootstrap server accepts a connection (kafka-python waits 30 s to say so)."""
     for server in settings.kafka_bootstrap.split(","):
@@ -270,7 +257,7 @@ def _require_kafka(settings: Settings, timeout_s: float = 3.0) -> None:
 
 def _read_landing_progress(settings: Settings) -> dict[int, tuple[int, int | None]]:
     path = f"{settings.landing_path}/{landing.MANIFESTS}"
-    with _hdfs_errors(settings):
+    with webhdfs_errors(settings):
         c = hdfs.client(settings)
         if c.status(path, strict=False) is None:
             return {}
@@ -376,7 +363,7 @@ def record_sample(settings: Settings, report: Mapping[str, Any], retention_days:
     base = history_dir(settings)
     day = _utc_day(report["sampled_at"])
     path = f"{base}/{day.isoformat()}.jsonl"
-    with _hdfs_errors(settings):
+    with webhdfs_errors(settings):
         c = hdfs.client(settings)
         _append_line(c, path, json.dumps(report, sort_keys=True) + "\n")
         for name in expired_history_files(hdfs.list_names(c, base), day, retention_days):
@@ -391,7 +378,7 @@ def history(settings: Settings, hours: float | None = 24.0, limit: int | None = 
     since = None if hours is None else int((time.time() - hours * 3600) * 1000)
     base = history_dir(settings)
     samples: list[dict[str, Any]] = []
-    with _hdfs_errors(settings):
+    with webhdfs_errors(settings):
         c = hdfs.client(settings)
         days = sorted((n for n in hdfs.list_names(c, base) if _DAY_FILE.fullmatch(n)), reverse=True)
         for name in days:
