@@ -40,7 +40,9 @@ test: jars
 	$(LF) up --services kafka namenode datanode
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
-unit: venv
+# Unit tests start no service, but some run a local SparkSession, which the project always builds
+# with Spark's Kafka connector on the classpath (lambdaflow.spark): resolve the jars first.
+unit: jars
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: jars

@@ -6,6 +6,7 @@ No Docker engine is needed. Variables are resolved the way Compose does it for `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -124,10 +125,22 @@ def test_valid_against_the_compose_specification(raw: dict, compose: dict) -> No
         assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
 
 
-def test_schema_is_the_shared_one() -> None:
-    shared = Path("/work/shared/compose-spec.schema.json")
-    if shared.exists():  # the copy in the repo must not drift from the one it came from
-        assert json.loads(shared.read_text()) == json.loads(SCHEMA_FILE.read_text())
+# The repo's copy of the Compose specification's schema (compose-spec/compose-spec, schema/compose-spec.json),
+# pinned by content: an edited or truncated copy fails here instead of validating less.
+SCHEMA_SHA256 = "1f91e091f16b2dd50ab8860e02bb391d22df553d91c145eacedb1b6eff9c3f0e"
+
+
+def test_schema_is_the_pinned_compose_specification() -> None:
+    data = SCHEMA_FILE.read_bytes()  # in the repo: a missing file fails, it never skips
+    assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, (
+        f"{SCHEMA_FILE.name} changed; if it was updated from compose-spec on purpose, pin its new sha256")
+    schema = json.loads(data)
+    assert (schema["$id"], schema["title"]) == ("compose_spec.json", "Compose Specification")
+    assert {"services", "networks", "volumes"} <= schema["properties"].keys()
+    assert schema["properties"]["services"]["patternProperties"]["^[a-zA-Z0-9._-]+$"]["$ref"] == "#/definitions/service"
+    # strict enough to catch a misspelt key in a service
+    service = schema["definitions"]["service"]
+    assert service["additionalProperties"] is False and "healthcheck" in service["properties"]
 
 
 def test_every_variable_has_a_default_and_is_documented_in_env_example(raw_text: str) -> None:
