@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo    set up everything and run the whole pipeline through Airflow"
 	@echo "make test    run the whole test suite against real services (started as needed)"
-	@echo "make up | down | status    the local deployment (Kafka, HDFS, Airflow)"
+	@echo "make up | down | status    the local deployment (Kafka, HDFS, PostgreSQL, Airflow)"
+	@echo "make clean   stop everything and delete .run/ (data of Kafka, HDFS and Airflow's PostgreSQL, logs)"
 	@echo "make bench   benchmarks -> bench/results/latest.json"
 
 venv: $(STAMP)
@@ -37,7 +38,7 @@ status: venv
 # Unit tests, DAG tests (including `airflow dags test` of every DAG) and integration tests
 # against the real Kafka, HDFS and Spark; a skipped test fails the run (see tests/conftest.py).
 test: jars
-	$(LF) up --services kafka namenode datanode
+	$(LF) up --services kafka namenode datanode postgres
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 # Unit tests start no service, but some run a local SparkSession, which the project always builds

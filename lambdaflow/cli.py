@@ -15,11 +15,12 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("lambdaflow.cli", "start the local deployment (Kafka, HDFS, Airflow); a no-op when up"),
-    "down": ("lambdaflow.cli", "stop everything `up` started"),
+    "up": ("lambdaflow.cli", "start the local deployment (Kafka, HDFS, PostgreSQL, Airflow); a no-op when up"),
+    "down": ("lambdaflow.cli", "stop everything `up` started (and the streaming ingest)"),
     "status": ("lambdaflow.cli", "which services are up, Airflow login, last DAG runs"),
     "kafka-tool": ("lambdaflow.cli", "run one of Kafka's own tools (consumer-groups, console-consumer, ...)"),
     "airflow": ("lambdaflow.cli", "run the `airflow` CLI against this deployment's configuration"),
+    "db-shell": ("lambdaflow.cli", "psql on Airflow's metadata DB (PostgreSQL), e.g. db-shell -c 'SELECT ...'"),
     "produce": ("lambdaflow.producer", "produce clickstream events to Kafka"),
     "ingest": ("lambdaflow.ingest", "run the streaming ingest Kafka -> HDFS landing zone (spark-submit)"),
     "lag": ("lambdaflow.lag", "offset lag of the ingest, per partition, in records and seconds"),
@@ -30,11 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _add_stack_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    if name == "up":
+    if name in ("up", "down"):
         parser.add_argument("--services", nargs="+", help="only these services (default: all)")
     elif name == "status":
         parser.add_argument("--json", action="store_true", help="print one JSON document")
-    elif name in ("kafka-tool", "airflow"):
+    elif name in ("kafka-tool", "airflow", "db-shell"):
         if name == "kafka-tool":
             from lambdaflow.stack.services import KAFKA_TOOLS
 
@@ -58,7 +59,7 @@ def _run_stack(args: argparse.Namespace) -> int:
             print(f"[up] dashboard: {document['airflow']['url']}/lambdaflow/")
         return 1 if down else 0
     if args.command == "down":
-        stack.down()
+        stack.down(services=args.services)
         return 0
     if args.command == "status":
         document = stack.status()
@@ -75,6 +76,15 @@ def _run_stack(args: argparse.Namespace) -> int:
     if args.command == "kafka-tool":
         tool_args = args.args[1:] if args.args[:1] == ["--"] else args.args
         return subprocess.call(stack.kafka_tool_command(args.tool, tool_args))
+    if args.command == "db-shell":
+        from lambdaflow.stack.services import airflow_db_url, postgres_bin_dir, uses_own_postgres
+
+        if not uses_own_postgres():
+            raise SystemExit("db-shell: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN points at your own database; "
+                             "use `lambdaflow airflow db shell`")
+        stack.up(services=["postgres"], quiet=True)
+        psql_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+        return subprocess.call([str(postgres_bin_dir() / "psql"), airflow_db_url(driver=None), *psql_args])
     if args.command == "airflow":
         from lambdaflow.stack.services import airflow_command
 
@@ -101,6 +111,8 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
+    if argv[:1] == ["db-shell"] and argv[1:2] not in (["-h"], ["--help"]):  # psql's own options pass through
+        return _run_stack(argparse.Namespace(command="db-shell", args=argv[1:]))
     args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
     module_name = COMMANDS[args.command][0]
     try:

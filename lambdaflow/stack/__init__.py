@@ -1,7 +1,7 @@
 """Local stack control: ``lambdaflow up`` / ``down`` / ``status``.
 
-Starts a real Kafka broker (KRaft), a real HDFS NameNode and DataNode and Airflow's daemons
-from this checkout, with logs and pid files under ``.run/`` (git-ignored). Start-up is
+Starts a real Kafka broker (KRaft), a real HDFS NameNode and DataNode, PostgreSQL (Airflow's
+metadata DB) and Airflow's daemons from this checkout, with logs and pid files under ``.run/`` (git-ignored). Start-up is
 idempotent: a service that is already up is left alone, one that died is started again.
 """
 
@@ -14,8 +14,9 @@ from urllib.request import Request, urlopen
 
 from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, ServiceError, port_open
 from lambdaflow.stack.services import (
-    AIRFLOW_PASSWORDS, AIRFLOW_USER, ALL_PORTS, SERVICES, admin_password, airflow_env, airflow_url,
-    default_settings, hdfs_tree, kafka_tool_command, migrate_airflow_db,
+    AIRFLOW_DB_PORT, AIRFLOW_PASSWORDS, AIRFLOW_USER, ALL_PORTS, SERVICES, admin_password, airflow_env,
+    airflow_url, default_settings, hdfs_tree, kafka_tool_command, metadata_db_kind, migrate_airflow_db,
+    uses_own_postgres,
 )
 from lambdaflow.stack import jars
 
@@ -23,18 +24,20 @@ __all__ = ["up", "down", "status", "kafka_tool_command", "airflow_env", "Service
            "RUN_DIR", "LOG_DIR", "default_settings"]
 
 CORE = ["kafka", "namenode", "datanode"]
+METADATA_DB = ["postgres"] if uses_own_postgres() else []
 AIRFLOW = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
 
 
 def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool]:
     """Start the services (all by default) that are not up; returns {name: started_now}."""
-    names = services or CORE + AIRFLOW
+    names = services or CORE + METADATA_DB + AIRFLOW
     unknown = set(names) - SERVICES.keys()
     if unknown:
         raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
-    jars.resolve_all(quiet=quiet)
+    if set(names) & set(CORE):
+        jars.resolve_all(quiet=quiet)
     started = {}
-    for name in CORE + AIRFLOW:
+    for name in CORE + METADATA_DB + AIRFLOW:
         if name in names:
             started[name] = SERVICES[name].start(quiet=quiet)
             if name == "kafka":
@@ -60,35 +63,48 @@ def _ensure_hdfs_tree() -> None:
         client.makedirs(path)
 
 
-def down(quiet: bool = False) -> list[str]:
-    """Stop every service this checkout started (Airflow first: it may be running Spark jobs)."""
+def down(services: list[str] | None = None, quiet: bool = False) -> list[str]:
+    """Stop every service this checkout started (Airflow first: it may be running Spark jobs), or
+    only the named ones. Each daemon's whole session goes, including what a killed daemon left."""
+    names = services or list(SERVICES)
+    unknown = set(names) - SERVICES.keys()
+    if unknown:
+        raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
     stopped = []
-    for name in AIRFLOW + list(reversed(CORE)):
-        if SERVICES[name].stop():
+    if services is None:
+        stopped += _stop_strays(quiet)  # the streaming ingest and other jobs with a pid file
+    for name in AIRFLOW + METADATA_DB + list(reversed(CORE)):
+        if name in names and SERVICES[name].stop():
             stopped.append(name)
             if not quiet:
                 print(f"[down] stopped {name}", flush=True)
-    _stop_strays(quiet)
-    busy = [p for p in ALL_PORTS if port_open(p)]
+    ports = ALL_PORTS if services is None else sorted({p for n in names for p in SERVICES[n].ports})
+    busy = [p for p in ports if port_open(p)]
     if busy:
         raise ServiceError(f"ports still listening after down: {busy} (another process holds them?)")
     return stopped
 
 
-def _stop_strays(quiet: bool) -> None:
-    """Jobs started outside the daemons' process groups (e.g. `lambdaflow ingest` in the background)."""
-    from lambdaflow.stack.daemon import PID_DIR, kill_group, pid_alive
+def _stop_strays(quiet: bool) -> list[str]:
+    """Jobs with a pid file that are not daemons of `up` (the streaming ingest service, a
+    `lambdaflow ingest` in the background), each in a session of its own."""
+    from lambdaflow.stack.daemon import PID_DIR, kill_session, session_members
 
+    stopped = []
     for pid_file in PID_DIR.glob("*.pid"):
+        if pid_file.stem in SERVICES:
+            continue
         try:
             pid = int(pid_file.read_text())
         except ValueError:
             pid = -1
-        if pid > 0 and pid_alive(pid):
-            kill_group(pid, timeout_s=20)
+        if pid > 0 and session_members(pid):
+            kill_session(pid, timeout_s=30)
+            stopped.append(pid_file.stem)
             if not quiet:
                 print(f"[down] stopped {pid_file.stem} (pid {pid})", flush=True)
         pid_file.unlink(missing_ok=True)
+    return stopped
 
 
 def status() -> dict:
@@ -96,7 +112,9 @@ def status() -> dict:
     services = {name: ("up" if daemon.is_up() else "down") for name, daemon in SERVICES.items()}
     document = {
         "services": services,
-        "airflow": {"url": airflow_url(), "username": AIRFLOW_USER, "password_file": str(AIRFLOW_PASSWORDS)},
+        "airflow": {"url": airflow_url(), "username": AIRFLOW_USER, "password_file": str(AIRFLOW_PASSWORDS),
+                    "metadata_db": metadata_db_kind(),
+                    **({"metadata_db_address": f"localhost:{AIRFLOW_DB_PORT}/airflow"} if uses_own_postgres() else {})},
         "logs": str(LOG_DIR),
         "dags": {},
     }

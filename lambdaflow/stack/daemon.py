@@ -1,7 +1,9 @@
-"""A local daemon: started in its own process group, its pid and log under the run directory.
+"""A local daemon: started in its own session, its pid and log under the run directory.
 
-``make down`` kills whole process groups, so children (the scheduler's task processes, a
-spark-submit launched by Airflow) go with their parent.
+``make down`` kills whole sessions, so children go with their parent, including those that moved
+to a process group of their own (Airflow runs each task in one) and those a daemon left behind
+when it was killed with SIGKILL (the scheduler's LocalExecutor workers, ``airflow serve-logs``):
+they keep the session id, which is the pid recorded in the pid file.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Daemon:
     env: Callable[[], dict[str, str]] = dict
     prepare: Callable[[], None] = lambda: None
     timeout_s: float = 120.0
+    user: Callable[[], str | None] = lambda: None  # run as this OS user (PostgreSQL refuses root)
+    shutdown: Callable[[int], None] | None = None  # a gentler first step than SIGTERM to the session
 
     @property
     def log_file(self) -> Path:
@@ -86,6 +90,7 @@ class Daemon:
         """Start unless already up; wait for readiness. Returns True when it had to start."""
         if self.is_up():
             return False
+        self._reap_leftovers(quiet)
         if self.pid() is not None:  # alive but not ready: booting, or hung (e.g. a crashed scheduler
             try:                    # waiting forever for its running tasks); restart it if it stays so
                 self._wait_ready(self.pid(), timeout_s=30)
@@ -108,7 +113,7 @@ class Daemon:
             log.flush()
             proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env={**os.environ, **self.env()},
-                                    cwd=RUN_DIR, start_new_session=True)
+                                    cwd=RUN_DIR, start_new_session=True, user=self.user())
         self.pid_file.write_text(str(proc.pid))
         self._wait_ready(proc.pid)
         return True
@@ -133,15 +138,79 @@ class Daemon:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the process group, SIGKILL after the timeout. Returns True when it was running."""
-        pid = self.pid()
-        if pid is None:
+    def recorded_pid(self) -> int | None:
+        """The pid in the pid file, alive or not: the id of the session the daemon was started in."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def leftovers(self) -> list[int]:
+        """Live processes of the session of a daemon whose leader died (e.g. killed with SIGKILL)."""
+        sid = self.recorded_pid()
+        if sid is None or pid_alive(sid):
+            return []
+        return session_members(sid)
+
+    def _reap_leftovers(self, quiet: bool) -> None:
+        orphans = self.leftovers()
+        if orphans:
+            if not quiet:
+                print(f"[up] {self.name} died and left {len(orphans)} process(es) behind "
+                      f"(pids {orphans[:8]}); stopping them", flush=True)
+            kill_session(self.recorded_pid(), timeout_s=20)
             self.pid_file.unlink(missing_ok=True)
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the whole session: SIGTERM, SIGKILL after the timeout. Also stops what a dead leader
+        left behind. Returns True when something was running."""
+        sid = self.recorded_pid()
+        if sid is None:
             return False
-        kill_group(pid, timeout_s)
+        running = bool(session_members(sid))
+        if running and self.shutdown is not None and pid_alive(sid):
+            try:
+                self.shutdown(sid)
+            except Exception:  # the session kill below is the fallback
+                pass
+        if session_members(sid):
+            kill_session(sid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return running
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is ``sid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def kill_session(sid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM every process of the session, then SIGKILL what is left after the timeout."""
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        members = session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not session_members(sid):
+                return
+            time.sleep(0.2)
 
 
 def kill_group(pid: int, timeout_s: float = 30.0) -> None:

