@@ -377,7 +377,8 @@ class FileInfo:
 
 class BatchFs(JvmFs):
     """HDFS through Spark's JVM, plus what the batch layer needs: listings with sizes, exclusive
-    creates (locks), and JSON documents replaced with one atomic rename-over. A :class:`Store`."""
+    creates (locks), and JSON documents replaced with one atomic rename-over (the primitives of
+    :mod:`lambdaflow.storage.fs`). A :class:`Store`."""
 
     def __init__(self, spark: "SparkSession", settings: Settings):
         super().__init__(spark, settings.hdfs_url)
@@ -392,22 +393,10 @@ class BatchFs(JvmFs):
     def list_names(self, path: str) -> list[str]:
         return [f.name for f in self.entries(path)]
 
-    def create_new(self, path: str) -> bool:
-        """Create an empty file unless it exists (atomic in HDFS): a lock."""
-        return bool(self._fs.createNewFile(self._path(path)))
-
     def read_json(self, path: str) -> Any:
         return json.loads(self.read_text(path)) if self.exists(path) else None
 
-    def write_json(self, path: str, document: Any) -> None:
-        """Write beside the target, then rename over it: readers see the old or the new document, never none."""
-        parent, name = path.rsplit("/", 1)
-        tmp = f"{parent}/_tmp.{name}.{uuid.uuid4().hex}"
-        self.write_text(tmp, json.dumps(document, sort_keys=True))
-        rename_options = self._jvm.org.apache.hadoop.fs.Options.Rename
-        overwrite = self._gateway.new_array(rename_options, 1)
-        overwrite[0] = rename_options.OVERWRITE
-        self._fs.rename(self._path(tmp), self._path(path), overwrite)
+    # create_new (create-if-absent) and write_json (atomic replace) come from lambdaflow.storage.fs.
 
 
 def landing_schema():

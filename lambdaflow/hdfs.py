@@ -61,15 +61,7 @@ def read_json(c: InsecureClient, path: str, default: Any = None) -> Any:
 
 
 def write_json(c: InsecureClient, path: str, document: Any) -> None:
-    """Write a JSON document atomically: to a temp file beside it, then rename over it."""
-    parent, name = path.rsplit("/", 1)
-    tmp = f"{parent}/_tmp.{name}.{os.getpid()}"
-    c.write(tmp, data=json.dumps(document, sort_keys=True), encoding="utf-8", overwrite=True)
-    c.rename(tmp, path) if c.status(path, strict=False) is None else _replace(c, tmp, path)
+    """Replace a JSON document atomically (see :func:`lambdaflow.storage.fs.web_write_atomic`)."""
+    from lambdaflow.storage.fs import web_write_json
 
-
-def _replace(c: InsecureClient, tmp: str, path: str) -> None:
-    # WebHDFS RENAME does not overwrite; delete then rename leaves a tiny window where the
-    # file is absent, which readers of these bookkeeping files treat as "not written yet".
-    c.delete(path)
-    c.rename(tmp, path)
+    web_write_json(c, path, document)

@@ -1,0 +1,202 @@
+"""Atomic HDFS primitives, in one place, for the JVM (NameNode RPC) and for WebHDFS.
+
+Each primitive is one NameNode operation, so concurrent callers are serialised by the NameNode:
+
+- **create-if-absent** (:meth:`JvmFs.create_new`, :func:`web_create_new`): ``create`` with
+  ``overwrite=false``; exactly one of several racing callers wins, the others get ``False``.
+  ``JvmFs.create_new(..., make_parents=False)`` is HDFS's ``createNonRecursive``: it also fails
+  when the parent directory is gone, which the fenced writer (:mod:`lambdaflow.storage.lock`)
+  relies on.
+- **atomic replace** (:meth:`JvmFs.write_atomic`, :func:`web_write_atomic`): write a unique temp
+  file beside the target, then ``rename`` with ``Options.Rename.OVERWRITE`` (WebHDFS:
+  ``renameoptions=OVERWRITE``). Readers see the old or the new content, never none and never a
+  part (delete-then-rename, which this replaces, left a window without the file).
+- **rename** (:meth:`JvmFs.rename`): fails when the source is missing or the destination exists;
+  a conditional step (a commit) can be built on it.
+
+Names starting with ``_tmp.`` are in-flight temp files; readers of bookkeeping directories skip
+names starting with ``_``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+
+def temp_name(path: str) -> str:
+    parent, name = path.rsplit("/", 1)
+    return f"{parent}/_tmp.{name}.{uuid.uuid4().hex[:12]}"
+
+
+def _java_class(exc: BaseException) -> str:
+    java = getattr(exc, "java_exception", None)
+    return java.getClass().getName() if java is not None else ""
+
+
+class JvmFs:
+    """The Hadoop FileSystem API through a SparkSession's JVM (renames and small files over RPC)."""
+
+    def __init__(self, spark, base_uri: str) -> None:
+        jvm = spark.sparkContext._jvm
+        self._jvm = jvm
+        self._gateway = spark.sparkContext._gateway
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self._fs = jvm.org.apache.hadoop.fs.FileSystem.get(jvm.java.net.URI(base_uri), self._conf)
+
+    def _path(self, path: str):
+        return self._jvm.org.apache.hadoop.fs.Path(path)
+
+    # -- reads ------------------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(self._path(path)))
+
+    def list(self, path: str, files_only: bool = False) -> list[str]:
+        """Full paths (without scheme) of a directory's entries; [] when it does not exist."""
+        if not self.exists(path):
+            return []
+        out = []
+        for status in self._fs.listStatus(self._path(path)):
+            if files_only and not status.isFile():
+                continue
+            out.append(status.getPath().toUri().getPath())
+        return sorted(out)
+
+    def list_files_recursive(self, path: str) -> list[str]:
+        if not self.exists(path):
+            return []
+        iterator = self._fs.listFiles(self._path(path), True)
+        out = []
+        while iterator.hasNext():
+            out.append(iterator.next().getPath().toUri().getPath())
+        return sorted(out)
+
+    def read_text(self, path: str) -> str:
+        stream = self._fs.open(self._path(path))
+        try:
+            data = self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)
+        finally:
+            stream.close()
+        return bytes(data).decode("utf-8")
+
+    def read_json(self, path: str, default: Any = None) -> Any:
+        try:
+            return json.loads(self.read_text(path))
+        except Exception as exc:
+            if "FileNotFoundException" in _java_class(exc) or "FileNotFoundException" in str(exc):
+                return default
+            raise
+
+    def modification_time_ms(self, path: str) -> int:
+        return int(self._fs.getFileStatus(self._path(path)).getModificationTime())
+
+    # -- writes -----------------------------------------------------------------------------------
+    def mkdirs(self, path: str) -> None:
+        self._fs.mkdirs(self._path(path))
+
+    def delete(self, path: str, recursive: bool = True) -> bool:
+        return bool(self._fs.delete(self._path(path), recursive))
+
+    def rename(self, src: str, dst: str, make_parent: bool = True) -> None:
+        """Atomic rename; raises when the source is missing or the destination exists (the parent
+        of the destination is created first unless ``make_parent`` is False)."""
+        if not self.try_rename(src, dst, make_parent):
+            raise OSError(f"HDFS rename {src} -> {dst} failed (missing source or existing destination?)")
+
+    def try_rename(self, src: str, dst: str, make_parent: bool = False) -> bool:
+        """Atomic rename; False when the source is missing, the destination exists or its parent is missing."""
+        parent = dst.rsplit("/", 1)[0]
+        if parent and make_parent:
+            self.mkdirs(parent)
+        return bool(self._fs.rename(self._path(src), self._path(dst)))
+
+    def replace(self, src: str, dst: str) -> None:
+        """Atomic rename over an existing file (``Options.Rename.OVERWRITE``)."""
+        options = self._jvm.org.apache.hadoop.fs.Options.Rename
+        overwrite = self._gateway.new_array(options, 1)
+        overwrite[0] = options.OVERWRITE
+        self._fs.rename(self._path(src), self._path(dst), overwrite)
+
+    def write_text(self, path: str, text: str, overwrite: bool = True) -> None:
+        stream = self._fs.create(self._path(path), overwrite)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+
+    def create_new(self, path: str, text: str = "", make_parents: bool = True) -> bool:
+        """Create ``path`` with ``text`` unless it exists: True for the one caller that created it.
+
+        With ``make_parents=False`` it also returns False when the parent directory does not exist.
+        """
+        try:
+            builder = self._fs.createFile(self._path(path)).overwrite(False)
+            if make_parents:
+                builder = builder.recursive()
+            stream = builder.build()
+        except Exception as exc:
+            name = _java_class(exc) + " " + str(exc)[:2000]
+            if any(s in name for s in ("FileAlreadyExistsException", "FileNotFoundException",
+                                       "ParentNotDirectoryException", "AlreadyBeingCreatedException")):
+                return False
+            raise
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        return True
+
+    def write_atomic(self, path: str, text: str) -> None:
+        """Replace ``path``'s content atomically: a unique temp file beside it, renamed over it."""
+        tmp = temp_name(path)
+        self.write_text(tmp, text, overwrite=False)
+        try:
+            self.replace(tmp, path)
+        except Exception:
+            self.delete(tmp, recursive=False)
+            raise
+
+    def write_json(self, path: str, document: Any) -> None:
+        self.write_atomic(path, json.dumps(document, sort_keys=True))
+
+    def touch(self, path: str, mtime_ms: int) -> None:
+        """Set a file's modification time (a heartbeat that rewrites nothing)."""
+        self._fs.setTimes(self._path(path), int(mtime_ms), -1)
+
+
+# ---------------------------------------------------------------------------------------- WebHDFS
+def web_create_new(client, path: str, text: str = "") -> bool:
+    """Create ``path`` with ``text`` unless it exists (WebHDFS ``CREATE`` with ``overwrite=false``)."""
+    from hdfs.util import HdfsError
+
+    try:
+        client.write(path, data=text, encoding="utf-8", overwrite=False)
+        return True
+    except HdfsError as exc:
+        text = str(exc)
+        # a racing creator may still hold the new file's lease: it won, this caller lost
+        if any(s in text for s in ("FileAlreadyExistsException", "already exists", "AlreadyBeingCreatedException",
+                                   "lease is currently owned")):
+            return False
+        raise
+
+
+def web_replace(client, src: str, dst: str) -> None:
+    """Atomic rename over an existing file (WebHDFS ``RENAME`` with ``renameoptions=OVERWRITE``)."""
+    client._rename(src, destination=client.resolve(dst), renameoptions="OVERWRITE")
+
+
+def web_write_atomic(client, path: str, text: str) -> None:
+    """Replace ``path``'s content atomically: a unique temp file beside it, renamed over it."""
+    tmp = temp_name(path)
+    client.write(tmp, data=text, encoding="utf-8", overwrite=False)
+    try:
+        web_replace(client, tmp, path)
+    except Exception:
+        client.delete(tmp)
+        raise
+
+
+def web_write_json(client, path: str, document: Any) -> None:
+    web_write_atomic(client, path, json.dumps(document, sort_keys=True))
