@@ -37,6 +37,8 @@ from lambdaflow.errors import UserError
 log = logging.getLogger("lambdaflow.ingest")
 
 LOCK_STALE_S = 60.0
+# The steps of a batch commit where the test hook (LandingCommitter._test_pause) can hold the ingest.
+TEST_PAUSE_STEPS = ("staged", "manifest_written", "moved_partially", "moved")
 
 
 class StopIngest(Exception):
@@ -206,10 +208,13 @@ class LandingCommitter:
         finally:
             parsed.unpersist()
         files = self._plan_moves(stage, key)
+        self._test_pause("staged")
         manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
                                              hours, _now_ms(), reasons)
         self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
+        self._test_pause("manifest_written")
         self._move_files(files, recovering=False)
+        self._test_pause("moved")
         self.fs.delete(stage)
         for r in ranges:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
@@ -256,6 +261,25 @@ class LandingCommitter:
                 self.fs.mkdirs(parent)
                 made.add(parent)
             self.fs.rename(f["staged"], f["final"], make_parent=False)
+            if not recovering and f is files[0]:
+                self._test_pause("moved_partially")
+
+    def _test_pause(self, step: str) -> None:
+        """Test hook: with ``LAMBDAFLOW_TEST_PAUSE_AT=<step>[:<n>]`` the n-th batch commit (default the
+        first) announces itself on stderr and blocks at ``step``, so that a test can kill -9 the ingest
+        exactly there. Without the variable (always, outside tests) it does nothing."""
+        wanted = os.environ.get("LAMBDAFLOW_TEST_PAUSE_AT")
+        if not wanted:
+            return
+        name, _, number = wanted.partition(":")
+        if name not in TEST_PAUSE_STEPS:
+            raise ValueError(f"LAMBDAFLOW_TEST_PAUSE_AT: unknown step {name!r}; one of {', '.join(TEST_PAUSE_STEPS)}")
+        batch = self.totals["batches"] + 1
+        if name != step or batch != int(number or 1):
+            return
+        print(f"lambdaflow test hook: paused at {step} of batch commit {batch}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
 
     def _commit_group_offsets(self) -> None:
         """Publish the landed positions to the consumer group so Kafka's tools show the ingest's lag."""
@@ -308,11 +332,15 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
         earliest = kafka_admin.beginning_offsets(settings)
         starting = committer.starting_offsets(partitions, earliest)
         for attempt in (1, 2):
-            query = _start_query(spark, settings, committer, starting, available_now, trigger_interval,
-                                 max_offsets_per_trigger)
-            log.info("ingest started: topic %s, landing positions %s, checkpoint %s", settings.topic,
-                     committer.positions or "none (from earliest)", settings.checkpoint_path)
-            error = _supervise(query, committer, stop_requested, lambda: fs.exists(marker))
+            try:
+                query = _start_query(spark, settings, committer, starting, available_now, trigger_interval,
+                                     max_offsets_per_trigger)
+            except Exception as exc:  # start() reads the checkpoint's metadata file
+                error = QueryFailed.from_start(exc)
+            else:
+                log.info("ingest started: topic %s, landing positions %s, checkpoint %s", settings.topic,
+                         committer.positions or "none (from earliest)", settings.checkpoint_path)
+                error = _supervise(query, committer, stop_requested, lambda: fs.exists(marker))
             if error is None or isinstance(error, StopIngest) or stop_requested.is_set():
                 break
             if attempt == 1 and _is_checkpoint_problem(error):
@@ -369,12 +397,67 @@ def _supervise(query, committer: LandingCommitter, stop_requested: threading.Eve
         return None
     if "StopIngest" in str(exc):
         return StopIngest(str(exc))
-    return RuntimeError(str(exc))
+    return QueryFailed.from_java(str(exc), query._jsq.exception().get())
+
+
+class QueryFailed(RuntimeError):
+    """The streaming query failed (in ``start()`` or while running), with the Java exception chain.
+
+    ``chain`` holds, outermost first, one ``(java class, Spark error condition or None, first Spark
+    class in its stack trace or None)`` per exception, so callers judge the error by what it is,
+    never by words that happen to appear in its message.
+    """
+
+    def __init__(self, message: str, chain: list[tuple[str, str | None, str | None]]) -> None:
+        super().__init__(message)
+        self.chain = chain
+
+    @classmethod
+    def from_java(cls, message: str, throwable) -> "QueryFailed":
+        chain, seen = [], 0
+        while throwable is not None and seen < 20:
+            seen += 1
+            try:
+                condition = throwable.getCondition()  # org.apache.spark.SparkThrowable
+            except Exception:
+                condition = None
+            spark_frame = next((f.getClassName() for f in throwable.getStackTrace()
+                                if f.getClassName().startswith("org.apache.spark.")), None)
+            chain.append((throwable.getClass().getName(), condition, spark_frame))
+            throwable = throwable.getCause()
+        return cls(message, chain)
+
+    @classmethod
+    def from_start(cls, exc: Exception) -> "QueryFailed | Exception":
+        """The error ``writeStream.start()`` raised (it reads the checkpoint's metadata file)."""
+        throwable = getattr(exc, "_origin", None) or getattr(exc, "java_exception", None)
+        return exc if throwable is None else cls.from_java(str(exc), throwable)
+
+
+# Spark's error conditions (error-conditions.json, Spark 4.2) for a checkpoint this Spark cannot use:
+# a log file it cannot parse, a log written by another Spark version, offset/commit logs without
+# the metadata file.
+CHECKPOINT_CONDITIONS = frozenset({"MALFORMED_LOG_FILE", "INVALID_LOG_VERSION",
+                                   "STREAMING_CHECKPOINT_MISSING_METADATA_FILE"})
 
 
 def _is_checkpoint_problem(error: Exception) -> bool:
-    text = str(error).lower()
-    return any(s in text for s in ("checkpoint", "offset log", "offsetseqlog", "incompatible", "metadata"))
+    """True only for a checkpoint this query cannot resume from, judged by Spark's error condition
+    or by which code threw: not for Kafka, HDFS or data errors (a Kafka metadata timeout must not
+    move the checkpoint aside)."""
+    if not isinstance(error, QueryFailed):
+        return False
+    for java_class, condition, spark_frame in error.chain:
+        if condition and condition.split(".", 1)[0] in CHECKPOINT_CONDITIONS:
+            return True
+        frame = spark_frame or ""
+        # The checkpoint's metadata file is unreadable (Spark raises the JSON parser's error).
+        if frame.rsplit(".", 1)[-1].startswith("StreamMetadata") and java_class.startswith("com.fasterxml.jackson."):
+            return True
+        # An offset in the offset log that is not a Kafka source offset: a checkpoint of another query.
+        if java_class == "java.lang.IllegalArgumentException" and frame.startswith("org.apache.spark.sql.kafka010.JsonUtils"):
+            return True
+    return False
 
 
 # -------------------------------------------------------------------------------------------- CLI
