@@ -5,37 +5,36 @@ Supervises the long-running Spark Structured Streaming job that lands the Kafka 
 in the HDFS landing zone exactly once (with each micro-batch's offset ranges) and keeps the speed
 views (`spark_jobs/stream_ingest.py`, logic in `lambdaflow.ingest`).
 
-- `schedule="@continuous"` with `max_active_runs=1`: there is always one run; when the job dies,
-  the task retries with exponential back-off and then the next run starts it again. Every start
-  resumes exactly where the landing zone ends (the checkpoint is a convenience; the offset-range
-  manifests are the truth), so a restart loses and duplicates nothing.
-- Param `bounded`: land everything Kafka holds now, then finish (`--available-now`); used by
-  `airflow dags test weblogs_ingest -c '{"bounded": true}'` and for backfills.
-- Stopping: marking the task failed kills spark-submit (SIGKILL, which the commit protocol
-  survives); `lambdaflow ingest --stop` asks the job to finish its batch and exit cleanly.
+The job is a **service of the deployment, not a task**: it runs as `spark-submit` in a process
+session of its own (pid `.run/pids/ingest.pid`, log `.run/logs/ingest.log`), so restarting or
+killing any Airflow daemon — scheduler, api-server, dag-processor, triggerer — never touches it.
 
-Connection: `spark_default` (master, deploy mode). Kafka and HDFS addresses come from the
-deployment's environment (`KAFKA_BOOTSTRAP`, `HDFS_URL`, `LAMBDAFLOW_TOPIC`, `LAMBDAFLOW_ROOT`).
+- `start_ingest` adopts the running job, or starts it when none runs (backing off when it keeps
+  dying) and waits until its streaming query runs. Every start resumes exactly where the landing
+  zone ends, so a restart loses and duplicates nothing.
+- `watch_ingest` is a sensor in reschedule mode: every minute it checks that the job is alive and
+  logs its landing positions against Kafka's log-end offsets. Between pokes it holds no worker slot
+  and no process. When the job dies the sensor fails, and the next run (`@continuous`,
+  `max_active_runs=1`) starts it again; after `watch_hours` the run ends and the next one adopts
+  the same job.
+- Params `trigger_interval` and `max_offsets_per_trigger` apply when a run has to start the job.
+- **Stop** it: pause this DAG, then `lambdaflow ingest --stop` (the job finishes its batch and
+  exits; the sensor ends the run as a success) — or `make down`.
+- A one-off bounded ingest (land what Kafka holds now, then finish) is DAG `weblogs_ingest_once`.
+
+Kafka and HDFS addresses come from the deployment's environment (`KAFKA_BOOTSTRAP`, `HDFS_URL`,
+`LAMBDAFLOW_TOPIC`, `LAMBDAFLOW_ROOT`); `lambdaflow status --json` shows the job under `ingest`.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Param
-
-from lambdaflow.config import REPO_ROOT
+from airflow.sdk import Param, PokeReturnValue, dag, task
 
 
-def spark_jars() -> str:
-    """Spark's Kafka connector jars, resolved when the task renders (never at parse time)."""
-    from lambdaflow.spark import connector_jars
-
-    return ",".join(connector_jars())
-
-
-with DAG(
+@dag(
     dag_id="weblogs_ingest",
     schedule="@continuous",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -43,7 +42,6 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["lambdaflow", "ingest"],
-    user_defined_macros={"spark_jars": spark_jars},
     default_args={
         "owner": "lambdaflow",
         "retries": 3,
@@ -52,26 +50,50 @@ with DAG(
         "max_retry_delay": timedelta(minutes=5),
     },
     params={
-        "bounded": Param(False, type="boolean", title="Bounded run",
-                         description="Land everything Kafka holds now, then finish (available-now trigger)."),
         "trigger_interval": Param("1 second", type="string", title="Trigger interval",
-                                  description="Micro-batch trigger interval, e.g. '1 second', '10 seconds'.",
+                                  description="Micro-batch trigger interval when this run starts the job, "
+                                              "e.g. '1 second', '10 seconds'.",
                                   pattern=r"^\d+ (second|seconds|minute|minutes)$"),
         "max_offsets_per_trigger": Param(0, type="integer", minimum=0, title="Max offsets per trigger",
-                                         description="Rate limit per micro-batch (0 = no limit)."),
+                                         description="Rate limit per micro-batch when this run starts the "
+                                                     "job (0 = no limit)."),
+        "watch_hours": Param(12, type="number", minimum=0.01, maximum=168, title="Watch hours",
+                             description="How long one run watches the job before the next run adopts it."),
     },
-) as dag:
-    SparkSubmitOperator(
-        task_id="run_ingest",
-        conn_id="spark_default",
-        application=str(REPO_ROOT / "spark_jobs" / "stream_ingest.py"),
-        name="lambdaflow-ingest",
-        jars="{{ spark_jars() }}",
-        driver_memory="1g",
-        application_args=[
-            "--mode", "{{ 'available-now' if params.bounded else 'continuous' }}",
-            "--trigger-interval", "{{ params.trigger_interval }}",
-            "--max-offsets-per-trigger", "{{ params.max_offsets_per_trigger }}",
-        ],
-        verbose=False,
-    )
+)
+def weblogs_ingest():
+    @task
+    def start_ingest(params=None) -> dict:
+        """Adopt the running streaming job or start it; wait until its query runs."""
+        from lambdaflow.stack import ingest_service
+
+        result = ingest_service.ensure_running(trigger_interval=params["trigger_interval"],
+                                               max_offsets_per_trigger=int(params["max_offsets_per_trigger"]),
+                                               quiet=False)
+        print(f"streaming ingest {result['action']}: pid {result['pid']}, log {result['log']}")
+        return {**result, "watch_until": time.time() + float(params["watch_hours"]) * 3600}
+
+    # a dead job fails the sensor at once (AirflowFailException: no retry); the next run restarts it
+    @task.sensor(poke_interval=60, mode="reschedule", timeout=timedelta(days=8))
+    def watch_ingest(started: dict) -> PokeReturnValue:
+        """Alive? Landing positions against log-end offsets; fails when the job has died."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from lambdaflow.stack import ingest_service
+
+        state = ingest_service.state()
+        if state["state"] != "running":
+            if ingest_service.stopped_on_request():
+                print("the streaming ingest stopped on request (stop marker or SIGTERM)")
+                return PokeReturnValue(is_done=True, xcom_value="stopped")
+            raise AirflowFailException(f"the streaming ingest (pid {started['pid']}) exited; see {state['log']}:\n"
+                               f"{ingest_service.log_tail()}")
+        if state["pid"] != started["pid"]:
+            print(f"the job now runs as pid {state['pid']} (started elsewhere); adopting it")
+        print(ingest_service.progress_line())
+        return PokeReturnValue(is_done=time.time() > started["watch_until"], xcom_value=state["pid"])
+
+    watch_ingest(start_ingest())
+
+
+weblogs_ingest()

@@ -18,7 +18,7 @@ from lambdaflow.stack.services import (
     airflow_url, default_settings, hdfs_tree, kafka_tool_command, metadata_db_kind, migrate_airflow_db,
     uses_own_postgres,
 )
-from lambdaflow.stack import jars
+from lambdaflow.stack import ingest_service, jars
 
 __all__ = ["up", "down", "status", "kafka_tool_command", "airflow_env", "ServiceError", "SERVICES",
            "RUN_DIR", "LOG_DIR", "default_settings"]
@@ -116,6 +116,7 @@ def status() -> dict:
                     "metadata_db": metadata_db_kind(),
                     **({"metadata_db_address": f"localhost:{AIRFLOW_DB_PORT}/airflow"} if uses_own_postgres() else {})},
         "logs": str(LOG_DIR),
+        "ingest": ingest_service.state(),  # the streaming job, started and supervised by weblogs_ingest
         "dags": {},
     }
     if services["airflow-api-server"] == "up":

@@ -54,7 +54,7 @@ def test_dags_test_weblogs_producer(pipeline: Settings) -> None:
 
 
 def test_dags_test_weblogs_ingest_bounded(pipeline: Settings) -> None:
-    dags_test(pipeline, "weblogs_ingest", {"bounded": True})
+    dags_test(pipeline, "weblogs_ingest_once")
     client = hdfs.client(pipeline)
     assert landing.positions(client, pipeline.landing_path) == kafka_admin.end_offsets(pipeline)
     manifests = landing.read_manifests(client, pipeline.landing_path)

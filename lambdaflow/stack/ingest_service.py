@@ -1,0 +1,136 @@
+"""The streaming ingest as a service of the stack, supervised by the ``weblogs_ingest`` DAG.
+
+Why a service and not a task of Airflow's executor: a LocalExecutor task is a child of the
+scheduler, so every scheduler restart (a deploy, a crash, kill -9) killed or orphaned the stream
+and the next run started it again — a pause of about a minute and a lock take-over each time.
+Here the job runs as ``spark-submit spark_jobs/stream_ingest.py`` in a session of its own, with
+its pid in ``.run/pids/ingest.pid`` and its log in ``.run/logs/ingest.log``, like the stack's other
+daemons. The DAG starts it when it is not running, adopts it when it is (by the pid file), and
+watches it from a sensor in reschedule mode that holds no process between pokes: an Airflow
+restart touches nothing the stream needs. ``make down`` stops it with the rest of the stack.
+
+Clean stop: ``lambdaflow ingest --stop`` (a marker in HDFS the job polls between batches), or
+SIGTERM to the session (the job finishes its batch, then exits).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from lambdaflow.config import Settings
+from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, Daemon, ServiceError
+
+NAME = "ingest"
+READY_LINE = "ingest started"  # logged by lambdaflow.ingest once the streaming query runs
+STARTS_FILE = RUN_DIR / "ingest-starts.json"
+BACKOFF_S = (0, 15, 30, 60, 120, 300)  # before the n-th start within BACKOFF_WINDOW_S
+BACKOFF_WINDOW_S = 1800
+
+
+def daemon(settings: Settings | None = None, name: str = NAME, trigger_interval: str = "1 second",
+           max_offsets_per_trigger: int = 0) -> Daemon:
+    """The ingest service for these settings (topic, landing root, checkpoint)."""
+    from lambdaflow import spark
+
+    settings = settings or Settings.from_env()
+    args = ["--mode", "continuous", "--trigger-interval", trigger_interval,
+            "--max-offsets-per-trigger", str(max_offsets_per_trigger)]
+
+    def ready() -> bool:  # the log since the last start header (written by Daemon.start) says so
+        return READY_LINE in _last_start_section(name)
+
+    return Daemon(name=name, command=lambda: spark.submit_command("stream_ingest.py", args, settings),
+                  ready=ready, env=lambda: spark.submit_env(settings), timeout_s=300.0)
+
+
+def state(settings: Settings | None = None, name: str = NAME) -> dict:
+    """``{"state": "running" | "stopped", "pid", "log", "root", "topic"}`` of the service."""
+    service = daemon(settings, name)
+    pid = service.pid()
+    info = _read_starts().get(name, {})
+    return {"state": "running" if pid else "stopped", "pid": pid, "log": str(service.log_file),
+            "root": info.get("root"), "topic": info.get("topic")}
+
+
+def ensure_running(settings: Settings | None = None, name: str = NAME, trigger_interval: str = "1 second",
+                   max_offsets_per_trigger: int = 0, quiet: bool = True) -> dict:
+    """Adopt the running service or start it (after a back-off when it keeps dying); wait until its
+    streaming query runs. Returns ``{"action": "adopted" | "started", "pid", "log"}``."""
+    settings = settings or Settings.from_env()
+    service = daemon(settings, name, trigger_interval, max_offsets_per_trigger)
+    if service.pid() is not None:
+        running_for = _read_starts().get(name, {})
+        if running_for.get("root") not in (None, settings.root):
+            raise ServiceError(f"the ingest service {name} runs for {running_for.get('root')}, not {settings.root}")
+        service._wait_ready(service.pid())  # a service still booting is adopted once its query runs
+        return {"action": "adopted", "pid": service.pid(), "log": str(service.log_file)}
+    wait_s = _backoff_s(name)
+    if wait_s:
+        if not quiet:
+            print(f"[ingest] restarting after {wait_s}s of back-off (it exited recently)", flush=True)
+        time.sleep(wait_s)
+    _record_start(name, settings)
+    service.start(quiet=quiet)
+    return {"action": "started", "pid": service.pid(), "log": str(service.log_file)}
+
+
+def stop(settings: Settings | None = None, name: str = NAME, timeout_s: float = 120.0) -> bool:
+    """Stop the service cleanly (SIGTERM: the running batch commits first). True if it was running."""
+    return daemon(settings, name).stop(timeout_s=timeout_s)
+
+
+def _read_starts() -> dict:
+    try:
+        return json.loads(STARTS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_start(name: str, settings: Settings) -> None:
+    starts = _read_starts()
+    now = time.time()
+    entry = starts.get(name, {})
+    recent = [t for t in entry.get("starts", []) if now - t < BACKOFF_WINDOW_S] + [now]
+    starts[name] = {"starts": recent[-10:], "root": settings.root, "topic": settings.topic}
+    STARTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    STARTS_FILE.write_text(json.dumps(starts))
+
+
+def _backoff_s(name: str) -> float:
+    """Exponential back-off for a service that keeps dying: the n-th start within half an hour waits
+    BACKOFF_S[n] seconds counted from the previous start."""
+    now = time.time()
+    recent = [t for t in _read_starts().get(name, {}).get("starts", []) if now - t < BACKOFF_WINDOW_S]
+    if not recent:
+        return 0
+    wanted = BACKOFF_S[min(len(recent), len(BACKOFF_S) - 1)]
+    return max(0.0, round(recent[-1] + wanted - now, 1))
+
+
+def _last_start_section(name: str = NAME) -> str:
+    try:
+        text = (LOG_DIR / f"{name}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[text.rfind(f"starting {name}\n"):]
+
+
+def stopped_on_request(name: str = NAME) -> bool:
+    """The last run of the service exited cleanly (stop marker or SIGTERM): it printed its totals."""
+    return '{"ingest": ' in _last_start_section(name)
+
+
+def log_tail(name: str = NAME, lines: int = 20) -> str:
+    return "\n".join(_last_start_section(name).splitlines()[-lines:])
+
+
+def progress_line(settings: Settings | None = None) -> str:
+    """Landing positions against Kafka's log-end offsets, per partition, and the lag in records."""
+    from lambdaflow import hdfs, kafka_admin, landing
+
+    settings = settings or Settings.from_env()
+    ends = kafka_admin.end_offsets(settings)
+    positions = landing.positions(hdfs.client(settings), settings.landing_path)
+    lag = sum(max(0, end - positions.get(p, 0)) for p, end in ends.items())
+    return f"landing positions {dict(sorted(positions.items()))}, log-end offsets {dict(sorted(ends.items()))}, lag {lag}"
