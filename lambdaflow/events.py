@@ -14,7 +14,8 @@ can be drawn (the course never drew the last one), and it is a pure function of 
 Simulated time is derived from the event index, never from the wall clock: event ``i`` happens
 ``i / rate * time_multiplier`` seconds after ``start``, so the same seed, count and rate give the
 same events byte for byte. ``bad_fraction`` replaces that share of records by malformed ones of
-the kinds in ``BAD_KINDS``, which the ingest must quarantine; ``check_value`` states the rules.
+the kinds in ``BAD_KINDS``, which the ingest must quarantine. The rules an event must follow are
+defined once, in ``lambdaflow.schema`` (``check_value`` and ``validate_event`` are re-exported here).
 """
 
 from __future__ import annotations
@@ -31,18 +32,19 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
 
-ACTIONS = ("page_view", "add_to_cart", "purchase")
+from lambdaflow.schema import (ACTIONS, FIELDS, MAX_FUTURE_MS, MIN_TIMESTAMP_MS, REQUIRED_FIELDS,  # noqa: F401
+                               TSV_FIELDS, check_value, parse_value, validate_event)
+
 # Mostly page views, a few percent of add-to-cart and fewer purchases (a shopping funnel).
 ACTION_WEIGHTS = (0.94, 0.04, 0.02)
-
-FIELDS = ("timestamp", "referrer", "action", "prev_page", "visitor", "page", "product")
-# prev_page may be null, so an object without it is still an event.
-REQUIRED_FIELDS = ("timestamp", "referrer", "action", "visitor", "page", "product")
-TSV_FIELDS = len(FIELDS)
 
 BAD_KINDS = ("garbage", "empty", "missing_field", "wrong_type", "unknown_action", "bad_timestamp",
              "truncated_tsv")
 GARBAGE = b"\x00\xff<<garbled>>"
+_TIMESTAMP_AS_TEXT = object()
+# The wrong_type kind: a field holding a JSON value of another type (never coerced by the ingest).
+WRONG_TYPES = (("timestamp", "yesterday"), ("timestamp", _TIMESTAMP_AS_TEXT), ("timestamp", 1.5e12),
+               ("product", {"a": 1}), ("visitor", 42), ("page", ["Page-1"]), ("referrer", True))
 
 INTERNAL_REFERRER = "Internal"
 VISITOR_PREFIX = "Visitor-"  # visitors are Visitor-0 .. Visitor-<visitors - 1>
@@ -54,8 +56,6 @@ DEFAULT_TIME_MULTIPLIER = 480.0
 # rate 100,000 events span 100 s of wall-clock time, i.e. 13.3 simulated hours at x480.
 NOMINAL_RATE = 1000.0
 
-MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-MAX_FUTURE_MS = 86_400_000  # timestamps may lead the validating clock by at most one day
 _DAY_MS = 86_400_000
 
 
@@ -101,71 +101,6 @@ def to_tsv(event: Event) -> bytes:
 
 
 SERIALISERS = {"json": to_json, "tsv": to_tsv}
-
-
-def parse_value(raw: bytes) -> dict[str, Any]:
-    """The event object of a JSON or TSV record value; ValueError (the reason) when unparsable.
-
-    Only parses: a parsed object still has to pass ``validate_event``.
-    """
-    if not raw:
-        raise ValueError("empty value")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("value is not UTF-8") from None
-    if text.lstrip().startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise ValueError("JSON value is not an object")
-        return obj
-    fields = text.rstrip("\r\n").split("\t")
-    if len(fields) != TSV_FIELDS:
-        raise ValueError(f"neither JSON nor a TSV line of {TSV_FIELDS} fields ({len(fields)} found)")
-    obj: dict[str, Any] = dict(zip(FIELDS, fields))
-    obj["timestamp"] = int(fields[0]) if fields[0].lstrip("-").isdigit() else fields[0]
-    obj["prev_page"] = fields[3] or None
-    return obj
-
-
-def validate_event(obj: Any, now_ms: int | None = None) -> str | None:
-    """Why ``obj`` is not a valid event, or None when it is.
-
-    Rules: every field of REQUIRED_FIELDS present; ``timestamp`` an integer epoch-ms between
-    2000-01-01 and one day after ``now_ms`` (default: the current time); ``action`` one of
-    ACTIONS; ``referrer``, ``visitor``, ``page`` and ``product`` non-empty strings; ``prev_page``
-    a string or null (or absent).
-    """
-    if not isinstance(obj, dict):
-        return "not an object"
-    for name in REQUIRED_FIELDS:
-        if name not in obj or obj[name] is None:
-            return f"missing field {name}"
-    timestamp = obj["timestamp"]
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
-        return f"timestamp is not an integer: {timestamp!r}"
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if not MIN_TIMESTAMP_MS <= timestamp <= now_ms + MAX_FUTURE_MS:
-        return f"timestamp out of range: {timestamp}"
-    if obj["action"] not in ACTIONS:
-        return f"unknown action: {obj['action']!r}"
-    for name in ("referrer", "visitor", "page", "product"):
-        if not isinstance(obj[name], str) or not obj[name]:
-            return f"{name} is not a non-empty string"
-    if not isinstance(obj.get("prev_page"), (str, type(None))):
-        return "prev_page is neither a string nor null"
-    return None
-
-
-def check_value(raw: bytes, now_ms: int | None = None) -> str | None:
-    """Why a raw record value would be quarantined, or None when it holds a valid event."""
-    try:
-        return validate_event(parse_value(raw), now_ms)
-    except ValueError as exc:
-        return str(exc)
 
 
 # -- catalogue ---------------------------------------------------------------------------------
@@ -332,7 +267,8 @@ def malformed(kind: str, event: Event, rng: random.Random) -> bytes:
     if kind == "missing_field":
         del obj["visitor"]
     elif kind == "wrong_type":
-        obj["timestamp"] = "yesterday"
+        name, value = WRONG_TYPES[int(rng.random() * len(WRONG_TYPES))]
+        obj[name] = str(event.timestamp) if value is _TIMESTAMP_AS_TEXT else value
     elif kind == "unknown_action":
         obj["action"] = "refund"
     elif kind == "bad_timestamp":

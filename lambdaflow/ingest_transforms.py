@@ -2,30 +2,51 @@
 
 ``parse_records`` turns the Kafka source's rows (key, value, topic, partition, offset, timestamp)
 into one row per record with the event fields and a ``reason`` that is null for a valid event.
-Both the contract's JSON object and the course's tab-separated line are accepted. Validation
-(the same rules as ``lambdaflow.events.validate_event``): the value is not empty; it parses; every
-required field is present; ``timestamp`` is an integer epoch-ms between 2000-01-01 and one day
-after the record's Kafka timestamp (event time may not run ahead of send time); ``action`` is one
-of page_view / add_to_cart / purchase.
+The checks are generated from ``lambdaflow.schema.EVENT_SCHEMA``, the one definition of an event,
+and give the same verdict and the same reason text as the Python validator
+``lambdaflow.schema.check_value`` (proven by tests/unit/test_schema_agreement.py).
+
+JSON values are parsed once with ``try_parse_json`` into a VARIANT, so each field's JSON type is
+read (``schema_of_variant``), never coerced: a string field holding an object, array, number or
+boolean is ``wrong_type``, and so is a timestamp written as a string. ``try_parse_json`` stops at
+the end of the first JSON value, so trailing content is found separately: a flat object (no
+nested braces or brackets, the common case) by one anchored regex, anything else by a scan of its
+characters that also measures the nesting depth.
 """
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
 
-from lambdaflow.events import ACTIONS, FIELDS, MAX_FUTURE_MS, MIN_TIMESTAMP_MS, REQUIRED_FIELDS
+from lambdaflow.schema import (EVENT_SCHEMA, FIELDS, HOUR_MS, MAX_DEPTH, MAX_FUTURE_MS, MIN_TIMESTAMP_MS,
+                               TSV_FIELDS, Reason)
 
-HOUR_MS = 3_600_000
-EVENT_COLUMNS = ["timestamp", "referrer", "action", "prev_page", "visitor", "page", "product"]
+EVENT_COLUMNS = list(FIELDS)
 KAFKA_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "kafka_timestamp"]
 LANDING_COLUMNS = [*EVENT_COLUMNS, "timestamp_hour", *KAFKA_COLUMNS]
 QUARANTINE_COLUMNS = [*KAFKA_COLUMNS, "key", "value", "reason"]
 
-# Every field read as text: a wrongly typed timestamp must be caught here, not turned into null.
-_JSON_SCHEMA = StructType([StructField(f, StringType()) for f in FIELDS] + [StructField("_corrupt", StringType())])
-_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
+_WS = r"[ \t\n\r]"  # JSON whitespace (a Java regex character class)
+_STARTS_AS_JSON = rf"^{_WS}*\{{"
+# One object with nothing nested, followed by nothing but whitespace.
+_FLAT_OBJECT = rf"^{_WS}*\{{[^{{}}\[\]]*+\}}{_WS}*+\z"
+# Character scan of JSON text that try_parse_json accepted: depth, string state, and whether
+# anything but whitespace follows the end of the first value.
+_SCAN = """aggregate(split(_text, ''),
+  named_struct('d', 0, 'm', 0, 's', false, 'e', false, 'done', false, 'extra', false),
+  (a, c) -> CASE
+    WHEN a.done THEN named_struct('d', a.d, 'm', a.m, 's', false, 'e', false, 'done', true,
+                                  'extra', a.extra OR NOT c IN (' ', '\\t', '\\n', '\\r'))
+    WHEN a.s AND a.e THEN named_struct('d', a.d, 'm', a.m, 's', true, 'e', false, 'done', false, 'extra', false)
+    WHEN a.s THEN named_struct('d', a.d, 'm', a.m, 's', c != '"', 'e', c = '\\\\', 'done', false, 'extra', false)
+    WHEN c = '"' THEN named_struct('d', a.d, 'm', a.m, 's', true, 'e', false, 'done', false, 'extra', false)
+    WHEN c IN ('{', '[') THEN named_struct('d', a.d + 1, 'm', greatest(a.m, a.d + 1), 's', false, 'e', false,
+                                           'done', false, 'extra', false)
+    WHEN c IN ('}', ']') THEN named_struct('d', a.d - 1, 'm', a.m, 's', false, 'e', false,
+                                           'done', a.d = 1, 'extra', false)
+    ELSE a END,
+  a -> NOT a.extra AND a.m <= %d)""" % MAX_DEPTH
 
 
 def _first_reason(*cases: tuple[Column, str | Column]) -> Column:
@@ -36,58 +57,90 @@ def _first_reason(*cases: tuple[Column, str | Column]) -> Column:
     return expr
 
 
-def parse_records(records: DataFrame) -> DataFrame:
-    """Kafka source rows -> event fields + Kafka coordinates + key/value + ``reason`` (null = valid).
+def _json_type(variant_type: Column) -> Column:
+    """``schema_of_variant`` of a parsed JSON value -> its JSON type name (as ``schema.json_type``)."""
+    return (F.when(variant_type.isNull() | (variant_type == "VOID"), "null")
+            .when(variant_type == "STRING", "string")
+            .when(variant_type == "BOOLEAN", "boolean")
+            .when(variant_type == "BIGINT", "integer")
+            .when(variant_type.startswith("OBJECT"), "object")
+            .when(variant_type.startswith("ARRAY"), "array")
+            .otherwise("number"))
 
-    Each value is parsed once: JSON objects by ``from_json``, other values split as TSV lines.
-    """
-    text = F.col("value").cast("string")
+
+def parse_records(records: DataFrame) -> DataFrame:
+    """Kafka source rows -> event fields + Kafka coordinates + key/value + ``reason`` (null = valid)."""
     staged = records.select(
         F.col("topic"),
         F.col("partition").cast("int").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
         F.col("key"), F.col("value"),
-        text.alias("_text"),
-        F.coalesce(F.ltrim(text).startswith("{"), F.lit(False)).alias("_is_json"),
+        F.col("value").cast("string").alias("_text"),
     ).select(
         "*",
-        F.when(F.col("_is_json"), F.from_json("_text", _JSON_SCHEMA, _JSON_OPTIONS)).alias("_json"),
-        F.when(~F.col("_is_json"), F.split("_text", "\t", -1)).alias("_tsv"),
+        F.coalesce(F.expr("is_valid_utf8(_text)"), F.lit(False)).alias("_utf8"),
+        F.coalesce(F.col("_text").rlike(_STARTS_AS_JSON), F.lit(False)).alias("_is_json"),
+    ).select(
+        "*",
+        F.when(F.col("_utf8") & F.col("_is_json"), F.expr("try_parse_json(_text)")).alias("_variant"),
+        F.when(F.col("_utf8") & ~F.col("_is_json"),
+               F.split(F.regexp_replace("_text", r"[\r\n]+\z", ""), "\t", -1)).alias("_tsv"),
     )
+    json_ok = F.col("_variant").isNotNull() & (
+        F.col("_text").rlike(_FLAT_OBJECT) | F.expr(_SCAN))
 
-    def field(i: int, name: str) -> Column:
-        from_tsv = F.try_element_at(F.col("_tsv"), F.lit(i + 1))
-        if name == "prev_page":  # the course's TSV writes an empty field for "no previous page"
-            from_tsv = F.when(from_tsv == "", F.lit(None)).otherwise(from_tsv)
-        return F.when(F.col("_is_json"), F.col("_json")[name]).otherwise(from_tsv).alias(name)
+    columns = []
+    for i, field in enumerate(EVENT_SCHEMA):
+        from_json = F.expr(f"variant_get(_variant, '$.{field.name}')")
+        tsv_text = F.try_element_at(F.col("_tsv"), F.lit(i + 1))
+        if field.type == "integer":
+            tsv_number = F.when(tsv_text.rlike(r"^-?[0-9]+\z"), tsv_text.try_cast("bigint"))
+            tsv_type = F.when(tsv_number.isNotNull(), "integer").otherwise("string")
+            value = F.when(F.col("_is_json"), F.expr(f"try_variant_get(_variant, '$.{field.name}', 'bigint')")) \
+                .otherwise(tsv_number)
+        else:
+            tsv_type = F.when(F.lit(field.optional) & (tsv_text == ""), "null").otherwise("string")
+            value = F.when(F.col("_is_json"), F.expr(f"try_variant_get(_variant, '$.{field.name}', 'string')")) \
+                .otherwise(F.when(tsv_type == "string", tsv_text))
+        jtype = F.when(F.col("_is_json"), _json_type(F.schema_of_variant(from_json))).otherwise(tsv_type)
+        columns += [value.alias(field.name), jtype.alias(f"_type_{field.name}")]
 
-    parsed = staged.select(
-        *KAFKA_COLUMNS, "key", "value", "_is_json",
-        F.col("_json")["_corrupt"].alias("_corrupt"),
-        F.size("_tsv").alias("_tsv_fields"),
-        *(field(i, name) for i, name in enumerate(FIELDS)),
-    )
-    ts_text = F.trim(F.col("timestamp"))
-    parsed = parsed.withColumn("_ts", F.when(ts_text.rlike(r"^-?\d{1,18}$"), ts_text.cast("long")))
-    ts = F.col("_ts")
-    latest = (F.unix_millis(F.col("kafka_timestamp")) + F.lit(MAX_FUTURE_MS))
-    missing = [(F.col(f).isNull() | (F.trim(F.col(f)) == ""), f"missing_field: {f}") for f in REQUIRED_FIELDS]
+    parsed = staged.select(*KAFKA_COLUMNS, "key", "value", "_utf8", "_is_json", "_tsv",
+                           json_ok.alias("_json_ok"), *columns)
+
+    latest = F.unix_millis(F.col("kafka_timestamp")) + F.lit(MAX_FUTURE_MS)
+    field_checks: list[tuple[Column, str | Column]] = []
+    for field in EVENT_SCHEMA:
+        value, jtype = F.col(field.name), F.col(f"_type_{field.name}")
+        if not field.optional:
+            field_checks.append((jtype == "null", f"{Reason.MISSING}{field.name}"))
+        field_checks.append(((jtype != "null") & (jtype != field.type),
+                             F.concat(F.lit(f"wrong_type: {field.name} (expected {field.type}, got "), jtype,
+                                      F.lit(")"))))
+        if field.non_empty:
+            field_checks.append((value == "", f"{Reason.EMPTY_FIELD}{field.name}"))
+        if field.allowed:
+            field_checks.append((~value.isin(*field.allowed), F.concat(
+                F.lit(f"{field.domain_reason}: {field.name} '"), F.substring(value, 1, Reason.VALUE_CHARS),
+                F.lit(f"' is not one of {', '.join(field.allowed)}"))))
+        if field.type == "integer":
+            field_checks.append(((value < F.lit(MIN_TIMESTAMP_MS)) | (value > latest), F.concat(
+                F.lit(f"{field.domain_reason}: {field.name} "), value.cast("string"), F.lit(Reason.TIMESTAMP_RANGE))))
+    tsv_fields = F.size("_tsv")
     reason = _first_reason(
-        (F.col("value").isNull() | (F.length(F.col("value")) == 0), "empty"),
-        (F.col("_is_json") & F.col("_corrupt").isNotNull(), "malformed_json"),
-        (~F.col("_is_json") & (F.col("_tsv_fields") == 1), "unparseable: neither a JSON object nor a TSV line"),
-        (~F.col("_is_json") & (F.col("_tsv_fields") != len(FIELDS)),
-         F.concat(F.lit(f"malformed_tsv: expected {len(FIELDS)} fields, got "), F.col("_tsv_fields").cast("string"))),
-        *missing,
-        (ts.isNull(), "wrong_type: timestamp is not an integer epoch-ms"),
-        (~F.col("action").isin(*ACTIONS), F.concat(F.lit("unknown_action: "), F.col("action"))),
-        ((ts < F.lit(MIN_TIMESTAMP_MS)) | (ts > latest), "bad_timestamp: outside [2000-01-01, kafka time + 1 day]"),
+        (F.col("value").isNull() | (F.length(F.col("value")) == 0), Reason.EMPTY),
+        (~F.col("_utf8"), Reason.NOT_UTF8),
+        (F.col("_is_json") & ~F.col("_json_ok"), Reason.MALFORMED_JSON),
+        (~F.col("_is_json") & (tsv_fields == 1), Reason.UNPARSEABLE),
+        (~F.col("_is_json") & (tsv_fields != TSV_FIELDS),
+         F.concat(F.lit(Reason.MALFORMED_TSV), tsv_fields.cast("string"))),
+        *field_checks,
     )
-    return (parsed.withColumn("reason", reason)  # before the text timestamp is replaced by its number
-            .withColumn("timestamp", ts)
-            .withColumn("timestamp_hour", ts - F.pmod(ts, F.lit(HOUR_MS)))
-            .drop("_is_json", "_corrupt", "_tsv_fields", "_ts"))
+    ts = F.col("timestamp")
+    return (parsed.withColumn("reason", reason)  # the hour only of valid timestamps: no overflow near 64 bits
+            .withColumn("timestamp_hour", F.when(F.col("reason").isNull(), ts - F.pmod(ts, F.lit(HOUR_MS))))
+            .drop("_utf8", "_is_json", "_tsv", "_json_ok", *(f"_type_{f}" for f in FIELDS)))
 
 
 def landed_rows(parsed: DataFrame) -> DataFrame:
