@@ -5,16 +5,18 @@
   batch watermark, and the DAGs with their last runs and links.
 - ``GET /lambdaflow/api/summary``: the same figures as JSON.
 
-The logic lives in :mod:`lambdaflow.dashboard`. This file only adds what needs Airflow: the last run
-of each DAG, read from the metadata DB, and the registration. ``external_views`` adds a
+The logic lives in :mod:`lambdaflow.monitoring.dashboard`. This file only adds what needs Airflow: the
+last run of each DAG, read from the metadata DB, the login check, and the registration. ``external_views`` adds a
 "lambdaflow" entry to the Airflow UI's navigation that shows the page inside the UI (``url_route``);
 the ``href`` has no leading slash, so it resolves against the UI's base URL. A small root middleware
 redirects ``/lambdaflow`` to ``/lambdaflow/``: without the slash the path falls through to the
 Airflow UI's catch-all route.
 
-Auth: none of its own. The page only reads, and locally the api-server listens on localhost only.
-Airflow does not require a login for plugin FastAPI apps (see :mod:`lambdaflow.dashboard` for how to
-add one where the api-server is exposed). After changing this file, restart the api-server.
+Auth: Airflow does not put plugin FastAPI apps behind its login, so every route depends on
+:func:`lambdaflow.monitoring.auth.airflow_login_required`: Airflow's auth manager validates the
+``Authorization: Bearer`` token (``POST /auth/token``) or the UI session's ``_token`` cookie.
+Without credentials: 401, or for a browser a redirect to ``/auth/login?next=...``. There is no
+user store of our own. After changing this file, restart the api-server.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 from starlette.responses import RedirectResponse
 
-from lambdaflow.dashboard import Sources, create_app
+from lambdaflow.monitoring.auth import airflow_login_required
+from lambdaflow.monitoring.dashboard import Sources, create_app
 
 URL_PREFIX = "/lambdaflow"
 
@@ -69,7 +72,7 @@ class RedirectToDashboard:
         await self.app(scope, receive, send)
 
 
-app = create_app(Sources(dags=dag_states))
+app = create_app(Sources(dags=dag_states), auth=airflow_login_required)
 
 
 class LambdaflowDashboardPlugin(AirflowPlugin):

@@ -3,26 +3,30 @@
 The Airflow api-server serves it under ``/lambdaflow/`` through ``plugins/lambdaflow_dashboard.py``;
 everything else lives here, so that it can be tested without Airflow:
 
-- **Gathering** (:func:`gather`) builds one summary document from independent sources: the lag now
+- **Gathering** (:class:`Gatherer`) builds one summary document from independent sources: the lag now
   (:func:`lambdaflow.lag.monitor` with ``record=False``, so the dashboard never writes), the stored lag
   samples (:func:`lambdaflow.lag.history`), the landing zone's offset-range manifests, the batch
-  layer's state (:func:`lambdaflow.batch.state`, used defensively) and the DAGs' last runs (given by
-  the plugin, which can read Airflow's metadata DB). Each source runs in its own thread and fails on
-  its own: a section is ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": "..."}``. When Kafka
-  or HDFS is down, the sections that need it show an error box, and the page is still a 200.
-- **Rendering** (:func:`render_page`, :func:`line_chart`, :func:`bar_chart`, :func:`error_box`) is
-  pure: summary in, plain HTML out, charts as inline SVG. There is no JavaScript and nothing is
-  loaded from elsewhere (the machines may be offline); the page reloads itself every minute.
+  layer's state (:func:`lambdaflow.batch.state`, used defensively), the alert log
+  (:mod:`lambdaflow.monitoring.alerts`) and the DAGs' last runs (given by the plugin, which can read
+  Airflow's metadata DB). Each source fails on its own: a section is ``{"ok": true, "data": ...}`` or
+  ``{"ok": false, "error": "..."}``. When Kafka or HDFS is down, the sections that need it show an
+  error box, and the page is still a 200.
+- **Rendering** (:func:`render_page`, :func:`line_chart`, :func:`bar_chart`, :func:`error_box`):
+  Python computes figures and chart geometry; the autoescaped Jinja2 templates in ``templates/``
+  (``page.html``, ``sections.html``, ``macros.html``) make the HTML, charts as inline SVG. There is
+  no JavaScript and nothing is loaded from elsewhere (the machines may be offline); the page reloads
+  itself every minute.
 - **The app** (:func:`create_app`) is a FastAPI app: ``GET /`` is the page (``?hours=`` picks the
   chart window) and ``GET /api/summary`` returns the same summary as JSON.
 
-**Auth: none.** The dashboard only reads, and the local api-server listens on localhost only.
-Airflow 3 does not put plugin FastAPI apps behind its login. Where the api-server can be reached
-from other machines (the compose cluster), add
-``Depends(airflow.api_fastapi.core_api.security.get_user)`` to the routes (it accepts the UI's
-session cookie) or put an authenticating proxy in front.
+**Auth.** The plugin passes :func:`lambdaflow.monitoring.auth.airflow_login_required`: Airflow's own
+auth manager checks the Bearer token or the UI session cookie on every route; without one the
+answer is 401 (a browser is redirected to Airflow's login page).
 
-**Cost of a request.** The landing zone's manifests are read once each and then cached in the
+**Cost of a request.** Bounded however often the page is reloaded: the :class:`Gatherer` has one
+pool of :data:`SOURCE_THREADS` threads for all requests, keeps each section :data:`CACHE_S` seconds,
+never runs two calls of the same source at once and answers within :data:`SOURCE_TIMEOUT_S`.
+The landing zone's manifests are read once each and then cached in the
 process. A manifest is named by its offset ranges, and a replayed range writes the same figures
 again, so a cached manifest never goes stale. A request reads only the manifests committed since
 the previous one, at most :data:`MANIFEST_READS_PER_REQUEST` (the totals say when they are partial).
@@ -31,21 +35,22 @@ the previous one, at most :data:`MANIFEST_READS_PER_REQUEST` (the totals say whe
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import math
 import statistics
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import FastAPI, Request
+import jinja2
+import markupsafe
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from lambdaflow import hdfs
@@ -55,12 +60,16 @@ from lambdaflow.errors import UserError, is_user_error
 log = logging.getLogger(__name__)
 
 KNOWN_DAGS = ("weblogs_producer", "weblogs_ingest", "weblogs_lag_monitor", "weblogs_batch")
-SECTIONS = ("lag", "lag_history", "landing", "batch", "dags")
+SECTIONS = ("lag", "lag_history", "landing", "batch", "alerts", "dags")
 HOUR_MS = 3_600_000
 DEFAULT_HOURS = 6.0
 MAX_HOURS = 24.0 * 7  # the lag history's default retention
 HOUR_CHOICES = {1: "1 h", 6: "6 h", 24: "24 h", 168: "7 days"}
-SOURCE_TIMEOUT_S = 30.0
+SOURCE_TIMEOUT_S = 20.0  # a request waits at most this long for its sources
+SOURCE_THREADS = 6  # one pool for all requests
+MAX_PENDING = 12  # source calls in flight at once, at most
+CACHE_S = 5.0  # a section's figures are reused for this long
+RECENT_ALERTS = 20
 MANIFEST_READS_PER_REQUEST = 2000
 RECENT_BATCH_HOURS = 6
 LANDING_CHART_HOURS = 24
@@ -69,6 +78,7 @@ MAX_MARKERS = 120
 REFRESH_S = 60
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 STATUS_CLASS = {"OK": "ok", "WARN": "warn", "NOT_STARTED": "idle", "STALL": "bad", "STOP": "bad", "REWIND": "bad"}
+SEVERITY_CLASS = {"info": "ok", "warning": "warn", "error": "bad"}
 RUN_STATE_CLASS = {"success": "ok", "running": "warn", "queued": "idle", "failed": "bad"}
 
 
@@ -162,6 +172,14 @@ def batch_state(settings: Settings, recent: int = RECENT_BATCH_HOURS) -> dict[st
     return batch_figures(current, records)
 
 
+def recent_alerts(settings: Settings, limit: int = RECENT_ALERTS) -> list[dict[str, Any]]:
+    """The newest entries of the alert log (see :mod:`lambdaflow.monitoring.alerts`)."""
+    from lambdaflow.monitoring import alerts
+
+    with _webhdfs_reachable(settings):
+        return alerts.recent_alerts(alerts.HdfsStore(settings, timeout_s=5.0), limit)
+
+
 @dataclass(frozen=True)
 class Sources:
     """Where each section's data comes from; tests pass fakes."""
@@ -171,6 +189,7 @@ class Sources:
     landing: Callable[[Settings], dict[str, Any]] = field(default_factory=lambda: ManifestCache().totals)
     batch: Callable[[Settings], dict[str, Any]] = batch_state
     dags: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+    alerts: Callable[[Settings], list[dict[str, Any]]] = recent_alerts
 
 
 def describe_error(exc: BaseException) -> str:
@@ -182,40 +201,106 @@ def describe_error(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
-def gather(settings: Settings, hours: float = DEFAULT_HOURS, sources: Sources | None = None,
-           timeout_s: float = SOURCE_TIMEOUT_S) -> dict[str, Any]:
-    """The summary document: settings, then one section per source, each ``ok`` with data or with an error."""
-    sources = sources or Sources()
-    jobs: dict[str, Callable[[], Any]] = {
-        "lag": lambda: sources.lag(settings),
-        "lag_history": lambda: sources.lag_history(settings, hours),
-        "landing": lambda: sources.landing(settings),
-        "batch": lambda: sources.batch(settings),
-        "dags": lambda: dag_table(sources.dags() if sources.dags else {}),
-    }
-    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="lambdaflow-dashboard")
-    futures = {name: pool.submit(job) for name, job in jobs.items()}
-    deadline = time.monotonic() + timeout_s
-    sections: dict[str, dict[str, Any]] = {}
-    for name, future in futures.items():
+class Gatherer:
+    """Builds summaries with bounded work, however often the page is reloaded.
+
+    - One pool of ``threads`` threads for every source call, shared by all requests (no pool per request).
+    - A section's result (or error) is cached for ``cache_s`` seconds, per source and settings (and
+      chart window, for the lag history): a reload loop reads Kafka and HDFS once per ``cache_s``.
+    - At most one call per section key is in flight: a request finding one running waits for it
+      (up to ``timeout_s``) instead of starting another, so a hung source holds one thread, not one
+      per request; with more than ``max_pending`` calls in flight, new keys answer "busy".
+    """
+
+    def __init__(self, sources: Sources | None = None, cache_s: float = CACHE_S, timeout_s: float = SOURCE_TIMEOUT_S,
+                 threads: int = SOURCE_THREADS, max_pending: int = MAX_PENDING, max_cached: int = 64) -> None:
+        self.sources = sources or Sources()
+        self.cache_s, self.timeout_s, self.max_pending, self.max_cached = cache_s, timeout_s, max_pending, max_cached
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lambdaflow-dashboard")
+        # reentrant: a job already done when its callback is added runs _finished in gather's thread
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[tuple, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._in_flight: dict[tuple, Future] = {}
+
+    def _jobs(self, settings: Settings, hours: float) -> dict[str, tuple[tuple, Callable[[], Any]]]:
+        s = self.sources
+        return {
+            "lag": (("lag", settings), lambda: s.lag(settings)),
+            "lag_history": (("lag_history", settings, hours), lambda: s.lag_history(settings, hours)),
+            "landing": (("landing", settings), lambda: s.landing(settings)),
+            "batch": (("batch", settings), lambda: s.batch(settings)),
+            "alerts": (("alerts", settings), lambda: s.alerts(settings) if s.alerts else []),
+            "dags": (("dags",), lambda: dag_table(s.dags() if s.dags else {})),
+        }
+
+    @staticmethod
+    def _section(name: str, future: Future) -> dict[str, Any]:
         try:
-            sections[name] = {"ok": True, "data": future.result(timeout=max(0.0, deadline - time.monotonic()))}
-        except FutureTimeout:
-            sections[name] = {"ok": False, "error": f"no answer within {timeout_s:g} s"}
+            return {"ok": True, "data": future.result(timeout=0)}
         except Exception as exc:  # one source failing must not take the page down
             log.warning("dashboard section %s failed: %s", name, exc, exc_info=not is_user_error(exc))
-            sections[name] = {"ok": False, "error": describe_error(exc)}
-    pool.shutdown(wait=False, cancel_futures=True)  # a hung source must not hold the request
-    return {
-        "generated_at": int(time.time() * 1000),
-        "window_hours": hours,
-        "topic": settings.topic,
-        "group": settings.ingest_group,
-        "kafka_bootstrap": settings.kafka_bootstrap,
-        "webhdfs_url": settings.webhdfs_url,
-        "landing_path": settings.landing_path,
-        "sections": sections,
-    }
+            return {"ok": False, "error": describe_error(exc)}
+
+    def _finished(self, key: tuple, future: Future) -> None:
+        section = self._section(key[0], future)
+        with self._lock:
+            self._in_flight.pop(key, None)
+            if self.cache_s > 0:
+                self._cache[key] = (time.monotonic() + self.cache_s, section)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
+
+    def gather(self, settings: Settings, hours: float = DEFAULT_HOURS) -> dict[str, Any]:
+        """The summary document: settings, then one section per source, each ``ok`` with data or with an error."""
+        sections: dict[str, dict[str, Any]] = {}
+        waiting: dict[str, Future] = {}
+        now = time.monotonic()
+        with self._lock:
+            for name, (key, job) in self._jobs(settings, hours).items():
+                cached = self._cache.get(key)
+                if cached and cached[0] > now:
+                    sections[name] = cached[1]
+                elif key in self._in_flight:
+                    waiting[name] = self._in_flight[key]
+                elif len(self._in_flight) >= self.max_pending:
+                    sections[name] = {"ok": False, "error": "busy: too many dashboard requests in flight; reload later"}
+                else:
+                    future = self._pool.submit(job)
+                    self._in_flight[key] = future
+                    future.add_done_callback(lambda f, key=key: self._finished(key, f))
+                    waiting[name] = future
+        deadline = time.monotonic() + self.timeout_s
+        for name, future in waiting.items():
+            try:
+                future.exception(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                sections[name] = {"ok": False, "error": f"no answer within {self.timeout_s:g} s"}
+                continue
+            sections[name] = self._section(name, future)
+        return {
+            "generated_at": int(time.time() * 1000),
+            "window_hours": hours,
+            "topic": settings.topic,
+            "group": settings.ingest_group,
+            "kafka_bootstrap": settings.kafka_bootstrap,
+            "webhdfs_url": settings.webhdfs_url,
+            "landing_path": settings.landing_path,
+            "sections": {name: sections[name] for name in SECTIONS},
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def gather(settings: Settings, hours: float = DEFAULT_HOURS, sources: Sources | None = None,
+           timeout_s: float = SOURCE_TIMEOUT_S) -> dict[str, Any]:
+    """One summary, uncached (the app keeps a :class:`Gatherer` instead)."""
+    gatherer = Gatherer(sources, cache_s=0, timeout_s=timeout_s, threads=len(SECTIONS))
+    try:
+        return gatherer.gather(settings, hours)
+    finally:
+        gatherer.close()  # a hung source must not hold the caller
 
 
 # ====================================================================== pure figures (no I/O)
@@ -385,11 +470,23 @@ def split_gaps(points: Sequence[Sequence[float]], gap_ms: float | None = None) -
 
 
 # =========================================================================== pure rendering
+# Everything HTML comes from the autoescaped Jinja2 templates in ``templates/``; Python computes
+# figures and chart geometry (numbers), the templates turn them into markup.
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("lambdaflow.monitoring", "templates"),
+    autoescape=True,  # every template here is HTML or SVG
+    trim_blocks=False,
+    keep_trailing_newline=False,
+)
+
+
 def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """HTML-escaped text (for callers outside the templates; the templates escape on their own)."""
+    return str(markupsafe.escape("" if value is None else str(value)))
 
 
 def fmt_number(value: Any, digits: int = 1) -> str:
+    """Plain text (the templates escape it)."""
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -398,7 +495,7 @@ def fmt_number(value: Any, digits: int = 1) -> str:
         return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:,.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:,.0f}"
-    return esc(value)
+    return str(value)
 
 
 def fmt_time(ms: float | None, with_date: bool = True) -> str:
@@ -425,14 +522,20 @@ def fmt_age(ms: float | None, now_ms: float) -> str:
     return f"{s / 86400:.1f} days ago"
 
 
+_TEMPLATES.filters.update(number=fmt_number, time=fmt_time, hour=fmt_hour, age=lambda ms, now: fmt_age(ms, now))
+
+
+def _macro(template: str, name: str) -> Callable[..., markupsafe.Markup]:
+    return getattr(_TEMPLATES.get_template(template).module, name)
+
+
 def error_box(title: str, message: str) -> str:
     """The box a section shows instead of its content when its source failed."""
-    return (f'<div class="error" role="alert"><strong>{esc(title)} unavailable</strong>'
-            f'<p>{esc(message)}</p></div>')
+    return _macro("macros.html", "error_box")(title, message)
 
 
 def badge(text: Any, css: str) -> str:
-    return f'<span class="badge {esc(css)}">{esc(text)}</span>'
+    return _macro("macros.html", "badge")(text, css)
 
 
 def line_chart(series: Mapping[str, Sequence[Sequence[float]]], *, title: str, unit: str, width: int = 760,
@@ -445,8 +548,9 @@ def line_chart(series: Mapping[str, Sequence[Sequence[float]]], *, title: str, u
     data = {name: [(float(x), float(y)) for x, y in pts if y is not None
                    and (x_range is None or x_range[0] <= x <= x_range[1])] for name, pts in series.items()}
     data = {name: downsample_max(pts) for name, pts in data.items() if pts}
+    chart: dict[str, Any] = {"title": title, "unit": unit, "width": width, "height": height, "series": []}
     if not data:
-        return f'<p class="empty">{esc(title)}: no samples in this window.</p>'
+        return _macro("macros.html", "line_chart")(chart)
     xs = [x for pts in data.values() for x, _ in pts]
     x0, x1 = (min(xs), max(xs)) if x_range is None else (float(x_range[0]), float(x_range[1]))
     if x1 - x0 < 60_000:
@@ -461,189 +565,84 @@ def line_chart(series: Mapping[str, Sequence[Sequence[float]]], *, title: str, u
     def sy(y: float) -> float:
         return upper + plot_h - min(y, top) / top * plot_h
 
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" role="img" aria-label="{esc(title)}">',
-           f"<title>{esc(title)}</title>"]
-    for i in range(round(top / step) + 1):
-        y = sy(i * step)
-        out.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_number(i * step, 2)}</text>')
     with_date = x1 - x0 > 20 * HOUR_MS
-    for t in time_ticks(x0, x1):
-        x = sx(t)
-        label = datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%m-%d %H:%M" if with_date else "%H:%M")
-        out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{upper}" y2="{upper + plot_h}"/>')
-        out.append(f'<text class="tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{label}</text>')
-    out.append(f'<text class="tick" x="{left + plot_w}" y="{height - 1}" text-anchor="end">UTC</text>')
-    out.append(f'<text class="tick" x="4" y="{upper - 2}">{esc(unit)}</text>')
+    chart.update(left=left, right_x=left + plot_w, upper=upper, bottom_y=upper + plot_h,
+                 y_ticks=[(sy(i * step), fmt_number(i * step, 2)) for i in range(round(top / step) + 1)],
+                 x_ticks=[(sx(t), datetime.fromtimestamp(t / 1000, tz=timezone.utc)
+                           .strftime("%m-%d %H:%M" if with_date else "%H:%M")) for t in time_ticks(x0, x1)])
     for i, (name, pts) in enumerate(data.items()):
-        color = PALETTE[i % len(PALETTE)]
         markers = len(pts) <= MAX_MARKERS
-        for run in split_gaps(pts):
-            if len(run) > 1:
-                coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in run)
-                out.append(f'<polyline class="series" data-series="{esc(name)}" fill="none" stroke="{color}" '
-                           f'stroke-width="{2.2 if name == "total" else 1.5}" points="{coords}"/>')
-            elif not markers:  # a lone sample between gaps still shows
-                out.append(f'<circle cx="{sx(run[0][0]):.1f}" cy="{sy(run[0][1]):.1f}" r="2" fill="{color}"/>')
-        if markers:
-            for x, y in pts:
-                out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
-                           f'<title>{esc(name)} {fmt_time(x)}: {fmt_number(y)} {esc(unit)}</title></circle>')
-        ly = upper + 14 + 18 * i
-        out.append(f'<rect x="{left + plot_w + 14}" y="{ly - 9}" width="12" height="12" fill="{color}"/>')
-        out.append(f'<text class="legend" x="{left + plot_w + 32}" y="{ly + 1}">{esc(name)}</text>')
-    out.append("</svg>")
-    return "".join(out)
+        runs = split_gaps(pts)
+        chart["series"].append({
+            "name": name, "color": PALETTE[i % len(PALETTE)], "stroke_width": 2.2 if name == "total" else 1.5,
+            "lines": [" ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in run) for run in runs if len(run) > 1],
+            # a lone sample between gaps still shows
+            "dots": [] if markers else [(sx(run[0][0]), sy(run[0][1])) for run in runs if len(run) == 1],
+            "markers": [(sx(x), sy(y), f"{name} {fmt_time(x)}: {fmt_number(y)} {unit}") for x, y in pts] if markers else [],
+            "legend_y": upper + 14 + 18 * i,
+        })
+    return _macro("macros.html", "line_chart")(chart)
 
 
 def bar_chart(bars: Sequence[Sequence[float]], *, title: str, unit: str, width: int = 760, height: int = 200) -> str:
     """An SVG bar chart of ``[[hour epoch ms, value], ...]`` (one bar per hour, labels in UTC)."""
+    chart: dict[str, Any] = {"title": title, "unit": unit, "width": width, "height": height, "bars": []}
     if not bars or not any(v for _, v in bars):
-        return f'<p class="empty">{esc(title)}: nothing yet.</p>'
+        return _macro("macros.html", "bar_chart")(chart)
     left, right, upper, lower = 64, 16, 14, 30
     plot_w, plot_h = width - left - right, height - upper - lower
     top, step = nice_scale(max(v for _, v in bars), integer=True)
     slot = plot_w / len(bars)
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" role="img" aria-label="{esc(title)}">', f"<title>{esc(title)}</title>"]
-    for i in range(round(top / step) + 1):
-        y = upper + plot_h - i * step / top * plot_h
-        out.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{fmt_number(i * step, 2)}</text>')
     label_every = max(1, math.ceil(len(bars) / 12))
+    chart.update(left=left, right_x=left + plot_w, upper=upper,
+                 y_ticks=[(upper + plot_h - i * step / top * plot_h, fmt_number(i * step, 2))
+                          for i in range(round(top / step) + 1)])
     for i, (hour, value) in enumerate(bars):
         h = value / top * plot_h
         x = left + i * slot
-        out.append(f'<rect class="bar" x="{x + 1:.1f}" y="{upper + plot_h - h:.1f}" width="{max(1.0, slot - 2):.1f}" '
-                   f'height="{h:.1f}"><title>{fmt_hour(hour)}: {fmt_number(value)} {esc(unit)}</title></rect>')
-        if i % label_every == 0:
-            label = datetime.fromtimestamp(hour / 1000, tz=timezone.utc).strftime("%H:00")
-            out.append(f'<text class="tick" x="{x + slot / 2:.1f}" y="{height - 10}" '
-                       f'text-anchor="middle">{label}</text>')
-    out.append(f'<text class="tick" x="4" y="{upper - 2}">{esc(unit)}</text></svg>')
-    return "".join(out)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], css: str = "") -> str:
-    """An HTML table; cells are already HTML (escape values with :func:`esc` / format them first)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{esc(css)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        chart["bars"].append({
+            "x": x + 1, "y": upper + plot_h - h, "width": max(1.0, slot - 2), "height": h,
+            "tip": f"{fmt_hour(hour)}: {fmt_number(value)} {unit}", "label_x": x + slot / 2,
+            "label": datetime.fromtimestamp(hour / 1000, tz=timezone.utc).strftime("%H:00") if i % label_every == 0 else "",
+        })
+    return _macro("macros.html", "bar_chart")(chart)
 
 
 def render_lag(report: Mapping[str, Any], now_ms: float) -> str:
     """The group's status and totals, then the per-partition table (``lambdaflow lag`` in HTML)."""
-    status = report.get("status", "?")
-    rows = []
-    for p in report.get("partitions", []):
-        rows.append([
-            f'<span class="partition">{esc(p.get("partition"))}</span>',
-            fmt_number(p.get("log_start_offset")), fmt_number(p.get("log_end_offset")),
-            fmt_number(p.get("committed_offset")), fmt_number(p.get("lag")),
-            fmt_number(p.get("lag_seconds")),
-            esc(fmt_age(p.get("last_landed_at"), now_ms)) if p.get("committed_offset") is not None else "never",
-            fmt_number(p.get("group_offset"))
-            + (f' {badge(p["disagreement"], "warn")}' if p.get("disagreement") else ""),
-            badge(p.get("status", "?"), STATUS_CLASS.get(p.get("status", ""), "idle")),
-            esc(p.get("reason", "")),
-        ])
-    window = report.get("window") or {}
-    return (f'<p class="figures">group <code>{esc(report.get("group"))}</code> on topic '
-            f'<code>{esc(report.get("topic"))}</code>: {badge(status, STATUS_CLASS.get(status, "idle"))} '
-            f'total lag <strong>{fmt_number(report.get("total_lag"))}</strong> records, sampled '
-            f'{esc(fmt_time(report.get("sampled_at")))}, judged over {fmt_number(window.get("samples", 1))} '
-            f'sample(s)</p>'
-            + table(["partition", "log start", "log end", "landed up to", "lag (records)", "lag (s)",
-                     "last landed", "group offset", "status", "reason"], rows, "lag"))
+    return _macro("sections.html", "lag")(report, now_ms, STATUS_CLASS)
 
 
 def render_lag_history(history: Mapping[str, Any], hours: float, now_ms: float) -> str:
     window = (now_ms - hours * HOUR_MS, now_ms)
-    statuses = ", ".join(f"{esc(k)} {fmt_number(v)}" for k, v in sorted(history.get("statuses", {}).items()))
-    return (f'<p class="figures">{fmt_number(history.get("samples", 0))} stored sample(s) in the last '
-            f'{fmt_number(float(hours))} h{f" ({statuses})" if statuses else ""}; the '
-            f'<code>weblogs_lag_monitor</code> DAG records one a minute.</p>'
-            + line_chart(history.get("records", {}), title="Lag in records by partition", unit="records",
+    records = line_chart(history.get("records", {}), title="Lag in records by partition", unit="records",
                          integer=True, x_range=window)
-            + line_chart(history.get("seconds", {}), title="Lag in seconds (age of the oldest record not landed)",
-                         unit="seconds", x_range=window))
+    seconds = line_chart(history.get("seconds", {}), title="Lag in seconds (age of the oldest record not landed)",
+                         unit="seconds", x_range=window)
+    return _macro("sections.html", "lag_history")(history, float(hours), records, seconds)
 
 
 def render_landing(totals: Mapping[str, Any], now_ms: float) -> str:
-    share = totals.get("quarantine_share") or 0.0
-    partial = ""
-    if totals.get("partial"):
-        partial = (f'<p class="note">Partial: {fmt_number(totals.get("manifests_read"))} of '
-                   f'{fmt_number(totals.get("manifests_listed"))} manifests read so far; reload for the rest.</p>')
-    figures = table(["committed batches", "landed rows", "quarantined rows", "event hours", "last commit"], [[
-        fmt_number(totals.get("batches")), fmt_number(totals.get("landed_rows")),
-        f'{fmt_number(totals.get("quarantined_rows"))} ({share * 100:.2f} %)',
-        f'{fmt_number(totals.get("event_hours"))} ({esc(fmt_hour(totals.get("first_event_hour")))} … '
-        f'{esc(fmt_hour(totals.get("last_event_hour")))})',
-        f'{esc(fmt_time(totals.get("last_committed_at")))} ({esc(fmt_age(totals.get("last_committed_at"), now_ms))})'
-        if totals.get("last_committed_at") is not None else "never",
-    ]], "totals")
-    reasons = [[f"<code>{esc(k)}</code>", fmt_number(v)] for k, v in (totals.get("quarantine_reasons") or {}).items()]
-    if totals.get("quarantine_unattributed"):
-        reasons.append(["<em>not recorded by the ingest</em>", fmt_number(totals["quarantine_unattributed"])])
-    by_reason = table(["quarantine reason", "rows"], reasons, "reasons") if reasons else ""
     chart = bar_chart(totals.get("recent_hours") or [], title="Landed rows per event hour (latest hours)", unit="rows")
-    return partial + figures + by_reason + chart
+    return _macro("sections.html", "landing")(totals, now_ms, chart)
 
 
 def render_batch(figures: Mapping[str, Any]) -> str:
-    if figures.get("watermark") is None:
-        head = ('<p class="figures">No hour recomputed yet: the serving query answers every hour from the speed '
-                f'views. Batch views version {fmt_number(figures.get("version"))}.</p>')
-    else:
-        beyond = figures.get("beyond_watermark") or []
-        head = (f'<p class="figures">Batch watermark <strong>{esc(fmt_hour(figures["watermark"]))}</strong>: '
-                f'batch views are exact up to {esc(fmt_hour(figures.get("exact_until")))}, speed views serve the hours after. '
-                f'{fmt_number(figures.get("covered_hours"))} hour(s) covered '
-                f'({esc(fmt_hour(figures.get("first_hour")))} … {esc(fmt_hour(figures.get("last_hour")))}), '
-                f'version {fmt_number(figures.get("version"))}.'
-                + (f' Also recomputed, beyond the watermark: {", ".join(esc(fmt_hour(h)) for h in beyond)}.'
-                   if beyond else "")
-                + "</p>")
-    columns = ("landed_rows", "activity_rows", "visitors_rows", "purchase_count", "add_to_cart_count", "page_view_count")
-    rows = [[esc(fmt_hour(r.get("timestamp_hour"))), *(fmt_number(r.get(c)) for c in columns),
-             esc(r.get("recomputed_at") or "–")] for r in figures.get("recent") or []]
-    return head + (table(["hour", "landed rows", "activity rows", "visitors rows", "purchases", "add to cart",
-                          "page views", "recomputed at"], rows, "batch") if rows else "")
+    if figures.get("watermark") is not None and not isinstance(figures["watermark"], (int, float)):
+        raise TypeError(f"the batch watermark is not an epoch ms: {figures['watermark']!r}")
+    return _macro("sections.html", "batch")(figures)
 
 
 def render_dags(dags: Sequence[Mapping[str, Any]], airflow_base: str) -> str:
-    rows = []
-    for d in dags:
-        dag_id = d["dag_id"]
-        state = d.get("last_run_state")
-        rows.append([
-            f'<a href="{esc(airflow_base)}/dags/{esc(dag_id)}" target="_top">{esc(dag_id)}</a>',
-            "–" if d.get("is_paused") is None else ("paused" if d["is_paused"] else "active"),
-            badge(state, RUN_STATE_CLASS.get(str(state), "idle")) if state
-            else ("no run" if d.get("known_to_airflow") else "–"),
-            esc(d.get("last_run_after") or "–"),
-        ])
-    return table(["DAG", "status", "last run", "last run after"], rows, "dags")
+    return _macro("sections.html", "dags")(dags, airflow_base, RUN_STATE_CLASS)
 
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
-header{background:#017cee;color:#fff;padding:10px 20px;display:flex;flex-wrap:wrap;gap:6px 18px;align-items:baseline}
-header h1{font-size:18px;margin:0}header a{color:#fff}nav a{margin-right:8px}nav a.current{font-weight:700;text-decoration:none}
-main{padding:8px 20px 24px;max-width:1200px}section{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:14px 0;padding:6px 16px 14px}
-h2{font-size:16px;margin:8px 0}table{border-collapse:collapse;margin:6px 0 10px;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid #e5e8ec;padding:4px 10px;text-align:right;vertical-align:top}th{background:#f0f2f5;font-weight:600}
-td:first-child,th:first-child,table.dags td,table.reasons td:first-child{text-align:left}td:last-child{text-align:left}
-.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff}
-.ok{background:#2e8540}.warn{background:#d98200}.bad{background:#c62828}.idle{background:#7a8290}
-.error{border:1px solid #c62828;background:#fdecea;color:#8e1c1c;border-radius:6px;padding:8px 12px;margin:6px 0}
-.error p{margin:4px 0 0;font-family:ui-monospace,monospace;font-size:13px;white-space:pre-wrap}
-.empty,.note{color:#5c6470;font-style:italic}.chart{display:block;margin:6px 0;max-width:100%;height:auto}
-.chart .grid{stroke:#e5e8ec;stroke-width:1}.chart .tick,.chart .legend{font-size:11px;fill:#5c6470}.chart .bar{fill:#017cee}
-footer{color:#5c6470;font-size:12px;padding:0 20px 20px}code{font-size:13px}
-"""
+def render_alerts(entries: Sequence[Mapping[str, Any]], now_ms: float) -> str:
+    return _macro("sections.html", "alerts")(entries, now_ms, SEVERITY_CLASS)
+
+
+SECTION_TITLES = {"lag": "Ingest lag now", "lag_history": "Lag over time", "landing": "Landing zone (master dataset)",
+                  "batch": "Batch layer", "alerts": "Recent alerts", "dags": "Airflow DAGs"}
 
 
 def render_page(summary: Mapping[str, Any], base_path: str = "/lambdaflow", airflow_base: str = "") -> str:
@@ -651,71 +650,73 @@ def render_page(summary: Mapping[str, Any], base_path: str = "/lambdaflow", airf
     now = summary.get("generated_at") or int(time.time() * 1000)
     hours = summary.get("window_hours", DEFAULT_HOURS)
     sections = summary.get("sections", {})
-
-    def section(name: str, title: str, render: Callable[[Any], str]) -> str:
+    renderers: dict[str, Callable[[Any], str]] = {
+        "lag": lambda d: render_lag(d, now),
+        "lag_history": lambda d: render_lag_history(d, hours, now),
+        "landing": lambda d: render_landing(d, now),
+        "batch": render_batch,
+        "alerts": lambda d: render_alerts(d, now),
+        "dags": lambda d: render_dags(d, airflow_base),
+    }
+    rendered = []
+    for name, title in SECTION_TITLES.items():
         s = sections.get(name) or {"ok": False, "error": "not gathered"}
         try:
-            body = render(s["data"]) if s.get("ok") else error_box(title, s.get("error") or "unknown error")
+            body = renderers[name](s["data"]) if s.get("ok") else error_box(title, s.get("error") or "unknown error")
         except Exception as exc:  # a source returning an odd shape must not take the page down
             log.exception("dashboard section %s could not be rendered", name)
             body = error_box(title, f"cannot render: {describe_error(exc)}")
-        return f'<section id="{esc(name)}"><h2>{esc(title)}</h2>{body}</section>'
-
-    current = ' class="current"'
-    windows = " ".join(f'<a href="?hours={h}"{current if float(h) == float(hours) else ""}>{esc(label)}</a>'
-                       for h, label in HOUR_CHOICES.items())
-    return "".join([
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="refresh" content="{REFRESH_S}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>lambdaflow · {esc(summary.get('topic'))}</title><style>{_CSS}</style></head><body>",
-        f'<header><h1>lambdaflow</h1><span>topic <code>{esc(summary.get("topic"))}</code> · group '
-        f'<code>{esc(summary.get("group"))}</code> · landing zone <code>{esc(summary.get("landing_path"))}</code></span>'
-        f'<nav>chart window: {windows}</nav>'
-        f'<span><a href="{esc(base_path)}/api/summary?hours={esc(hours)}">JSON</a> · '
-        f'<a href="{esc(airflow_base)}/" target="_top">Airflow</a></span></header><main>',
-        section("lag", "Ingest lag now", lambda d: render_lag(d, now)),
-        section("lag_history", "Lag over time", lambda d: render_lag_history(d, hours, now)),
-        section("landing", "Landing zone (master dataset)", lambda d: render_landing(d, now)),
-        section("batch", "Batch layer", render_batch),
-        section("dags", "Airflow DAGs", lambda d: render_dags(d, airflow_base)),
-        f'</main><footer>Generated {esc(fmt_time(now))} from Kafka at <code>{esc(summary.get("kafka_bootstrap"))}</code> '
-        f'and WebHDFS at <code>{esc(summary.get("webhdfs_url"))}</code>; reloads every {REFRESH_S} s. '
-        'Read-only: the lag shown is sampled, not recorded.</footer></body></html>',
-    ])
+        rendered.append({"name": name, "title": title, "body": markupsafe.Markup(body)})
+    return _TEMPLATES.get_template("page.html").render(
+        summary=summary, sections=rendered, now=now, hours=hours, base_path=base_path, airflow_base=airflow_base,
+        hour_choices=list(HOUR_CHOICES.items()), refresh_s=REFRESH_S, cache_s=CACHE_S)
 
 
 # ==================================================================================== the app
 def parse_hours(text: str | None) -> float:
-    """The chart window from ``?hours=``: a number of hours within (0, 7 days], else the default."""
+    """The chart window from ``?hours=``: a number of hours within (0, 7 days], else the default.
+
+    Rounded to a tenth of an hour, so that the cache sees few distinct windows.
+    """
     try:
         hours = float(text) if text is not None else DEFAULT_HOURS
     except ValueError:
         return DEFAULT_HOURS
     if not math.isfinite(hours) or hours <= 0:
         return DEFAULT_HOURS
-    return min(hours, MAX_HOURS)
+    return max(0.1, round(min(hours, MAX_HOURS), 1))
 
 
 def create_app(sources: Sources | None = None,
-               settings_factory: Callable[[], Settings] = Settings.from_env) -> FastAPI:
+               settings_factory: Callable[[], Settings] = Settings.from_env,
+               auth: Callable[..., Any] | None = None,
+               gatherer: "Gatherer | None" = None) -> FastAPI:
     """The dashboard as a FastAPI app; mounted under ``/lambdaflow`` by the Airflow plugin.
 
-    Links are built from the mount point (``root_path``), so the page also works behind a proxy prefix.
+    ``auth`` is a FastAPI dependency every route requires (the plugin passes
+    :func:`lambdaflow.monitoring.auth.airflow_login_required`); when it raises a 401/403, a browser
+    is redirected to Airflow's login page and other clients get the status. Links are built from
+    the mount point (``root_path``), so the page also works behind a proxy prefix.
     """
-    sources = sources or Sources()
-    app = FastAPI(title="lambdaflow dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    from lambdaflow.monitoring.auth import login_redirect
+
+    gatherer = gatherer or Gatherer(sources or Sources())
+    app = FastAPI(title="lambdaflow dashboard", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(auth)] if auth is not None else [])
+    app.add_exception_handler(HTTPException, login_redirect)
     no_store = {"Cache-Control": "no-store"}
 
+    # Plain (sync) routes run in Starlette's bounded thread pool; the gathering itself is bounded
+    # by the Gatherer (one shared pool, one call per source in flight, results cached CACHE_S).
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def page(request: Request, hours: str | None = None) -> HTMLResponse:
-        summary = gather(settings_factory(), parse_hours(hours), sources)
+        summary = gatherer.gather(settings_factory(), parse_hours(hours))
         base_path = request.scope.get("root_path", "").rstrip("/")
         airflow_base = base_path.rsplit("/", 1)[0] if base_path else ""
         return HTMLResponse(render_page(summary, base_path=base_path, airflow_base=airflow_base), headers=no_store)
 
     @app.api_route("/api/summary", methods=["GET", "HEAD"])
     def summary(hours: str | None = None) -> JSONResponse:
-        return JSONResponse(gather(settings_factory(), parse_hours(hours), sources), headers=no_store)
+        return JSONResponse(gatherer.gather(settings_factory(), parse_hours(hours)), headers=no_store)
 
     return app

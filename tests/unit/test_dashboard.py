@@ -14,6 +14,8 @@ with warnings.catch_warnings():  # starlette's TestClient would rather have http
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from fastapi import HTTPException, Request
+
 from lambdaflow import dashboard as d
 from lambdaflow.config import Settings
 from lambdaflow.kafka_admin import KafkaUnavailable
@@ -59,6 +61,10 @@ MANIFESTS = [
 ]
 
 
+ALERT = {"at": T0 - 5 * MINUTE, "kind": "lag_status", "severity": "error", "title": "ingest lag STOP (was OK)",
+         "text": "partition 1: STOP (<no batch for 400 s>)", "delivered": True}
+
+
 def ok(data) -> dict:
     return {"ok": True, "data": data}
 
@@ -71,6 +77,7 @@ def full_summary(**overrides) -> dict:
         "landing": ok(d.landing_totals(MANIFESTS)),
         "batch": ok(d.batch_figures({"version": 2, "hours": [T0, T0 + HOUR], "watermark": T0 + HOUR},
                                     [{"timestamp_hour": T0 + HOUR, "landed_rows": 40, "recomputed_at": "x"}])),
+        "alerts": ok([ALERT]),
         "dags": ok(d.dag_table({"weblogs_ingest": {"is_paused": False, "last_run_state": "running"}})),
     }
     sections.update(overrides)
@@ -269,7 +276,8 @@ def fake_sources(**overrides) -> d.Sources:
                                                          sample(now_minute - 1, [0, 2, 1], [0.0, 1.0, 0.5])]),
                   landing=lambda s: d.landing_totals(MANIFESTS),
                   batch=lambda s: d.batch_figures({"version": 1, "hours": [], "watermark": None}),
-                  dags=lambda: {"weblogs_ingest": {"is_paused": False}})
+                  dags=lambda: {"weblogs_ingest": {"is_paused": False}},
+                  alerts=lambda s: [ALERT])
     values.update({k: (kafka_down if v == "kafka_down" else v) for k, v in overrides.items()})
     return d.Sources(**values)
 
@@ -380,10 +388,91 @@ def test_real_sources_with_kafka_and_hdfs_down_give_error_boxes_not_a_500() -> N
     page = client.get("/")
     assert page.status_code == 200
     assert time.monotonic() - started < 20
-    for title in ("Ingest lag now", "Lag over time", "Landing zone (master dataset)", "Batch layer"):
+    for title in ("Ingest lag now", "Lag over time", "Landing zone (master dataset)", "Batch layer", "Recent alerts"):
         assert f"{title} unavailable" in page.text
     assert "cannot reach Kafka at 127.0.0.1:9" in page.text
     assert "cannot reach WebHDFS at http://127.0.0.1:9" in page.text
     assert 'href="/dags/weblogs_ingest"' in page.text  # the DAG links stay
     sections = client.get("/api/summary").json()["sections"]
-    assert [name for name, s in sections.items() if not s["ok"]] == ["lag", "lag_history", "landing", "batch"]
+    assert [name for name, s in sections.items() if not s["ok"]] == ["lag", "lag_history", "landing", "batch", "alerts"]
+
+
+# -- bounded work, escaping, the login check ---------------------------------------------------------------
+
+def test_sections_are_cached_for_a_few_seconds_so_a_reload_loop_reads_each_source_once() -> None:
+    calls = {"lag": 0}
+
+    def lag_source(settings):
+        calls["lag"] += 1
+        return LAG_REPORT
+
+    gatherer = d.Gatherer(fake_sources(lag=lag_source), cache_s=60)
+    client = TestClient(d.create_app(gatherer=gatherer, settings_factory=Settings), root_path="/lambdaflow")
+    for _ in range(5):
+        assert client.get("/").status_code == 200
+        assert client.get("/api/summary").json()["sections"]["lag"]["ok"]
+    assert calls["lag"] == 1
+    gatherer.close()
+
+
+def test_a_hung_source_holds_one_thread_however_many_requests_come() -> None:
+    import threading
+
+    started, release = [], threading.Event()
+
+    def hung(settings):
+        started.append(1)
+        release.wait(10)
+        return d.landing_totals([])
+
+    gatherer = d.Gatherer(fake_sources(landing=hung), cache_s=0, timeout_s=0.2, threads=3)
+    try:
+        before = threading.active_count()
+        for _ in range(20):
+            summary = gatherer.gather(Settings(), 1.0)
+            assert summary["sections"]["landing"] == {"ok": False, "error": "no answer within 0.2 s"}
+            assert summary["sections"]["lag"]["ok"]
+        assert len(started) == 1  # later requests wait for the call in flight instead of starting another
+        assert threading.active_count() <= before + 3
+    finally:
+        release.set()
+        gatherer.close()
+
+
+def test_page_escapes_what_the_sources_say() -> None:
+    evil = "<script>alert(1)</script>"
+    report = {**LAG_REPORT, "topic": evil, "partitions": [{**LAG_REPORT["partitions"][1], "reason": evil}]}
+    summary = full_summary(lag=ok(report), alerts=ok([{**ALERT, "title": evil, "text": evil}]))
+    summary["landing_path"] = evil
+    html = d.render_page(summary)
+    assert "<script" not in html and html.count("&lt;script&gt;") >= 4
+
+
+def test_alerts_section_lists_the_newest_alerts() -> None:
+    html = d.render_page(full_summary())
+    section = re.search(r'<section id="alerts">(.*?)</section>', html, re.S).group(1)
+    assert "ingest lag STOP (was OK)" in section and 'badge bad">error<' in section and "sent" in section
+    assert "&lt;no batch for 400 s&gt;" in section
+    empty = d.render_page(full_summary(alerts=ok([])))
+    assert "No alert yet" in empty
+
+
+def deny(request: Request) -> None:
+    if request.headers.get("authorization") != "Bearer good":
+        raise HTTPException(status_code=401, detail="Not authenticated")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/summary"])
+def test_without_credentials_api_clients_get_401_and_browsers_go_to_the_login_page(path) -> None:
+    client = TestClient(d.create_app(fake_sources(), settings_factory=Settings, auth=deny),
+                        base_url="http://localhost:8080", root_path="/lambdaflow", follow_redirects=False)
+    answer = client.get(path, params={"hours": "1"})
+    assert answer.status_code == 401 and answer.json() == {"detail": "Not authenticated"}
+    assert answer.headers["www-authenticate"] == "Bearer"
+    browser = client.get(path, params={"hours": "1"}, headers={"Accept": "text/html,application/xhtml+xml"})
+    assert browser.status_code == 307
+    location = browser.headers["location"]
+    assert location.startswith("/auth/login?next=")
+    from urllib.parse import parse_qs, urlparse
+    assert parse_qs(urlparse(location).query)["next"] == [f"http://localhost:8080/lambdaflow{path}?hours=1"]
+    assert client.get(path, headers={"Authorization": "Bearer good"}).status_code == 200
