@@ -12,7 +12,7 @@ import os
 import time
 from urllib.request import Request, urlopen
 
-from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, ServiceError, port_open
+from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, ServiceError, port_open, reap_orphans
 from lambdaflow.stack.services import (
     AIRFLOW_DB_PORT, AIRFLOW_PASSWORDS, AIRFLOW_USER, ALL_PORTS, SERVICES, admin_password, airflow_env,
     airflow_url, default_settings, hdfs_tree, kafka_tool_command, metadata_db_kind, migrate_airflow_db,
@@ -36,6 +36,7 @@ def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool
         raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
     if set(names) & set(CORE):
         jars.resolve_all(quiet=quiet)
+    reap_orphans(quiet)
     started = {}
     for name in CORE + METADATA_DB + AIRFLOW:
         if name in names:
@@ -78,6 +79,7 @@ def down(services: list[str] | None = None, quiet: bool = False) -> list[str]:
             stopped.append(name)
             if not quiet:
                 print(f"[down] stopped {name}", flush=True)
+    reap_orphans(quiet, verb="down")
     ports = ALL_PORTS if services is None else sorted({p for n in names for p in SERVICES[n].ports})
     busy = [p for p in ports if port_open(p)]
     if busy:

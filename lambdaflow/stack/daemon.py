@@ -195,6 +195,39 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def orphans_of_run_dir() -> dict[int, list[int]]:
+    """{session id: pids} of live processes started in the run directory (every daemon of the stack
+    is, and its children inherit it) whose session leader is gone: what a daemon killed with SIGKILL
+    left behind, even when its pid file went missing."""
+    orphans: dict[int, list[int]] = {}
+    run_dir = str(RUN_DIR.resolve())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") != run_dir:
+                continue
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        sid = int(fields[3])
+        if fields[0] != "Z" and sid != int(entry) and not pid_alive(sid):
+            orphans.setdefault(sid, []).append(int(entry))
+    return orphans
+
+
+def reap_orphans(quiet: bool = False, verb: str = "up") -> int:
+    """Stop every orphan of the run directory (see ``orphans_of_run_dir``); returns how many."""
+    orphans = orphans_of_run_dir()
+    for sid, pids in orphans.items():
+        if not quiet:
+            print(f"[{verb}] stopping {len(pids)} process(es) left by a dead daemon (session {sid}, "
+                  f"pids {pids[:8]})", flush=True)
+        kill_session(sid, timeout_s=20)
+    return sum(len(p) for p in orphans.values())
+
+
 def kill_session(sid: int, timeout_s: float = 30.0) -> None:
     """SIGTERM every process of the session, then SIGKILL what is left after the timeout."""
     for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
