@@ -144,7 +144,7 @@ class Demo:
             f"the speed layer)")
         backfill = self._backfill(first_hour, last_batch_hour)
         say(f"  backfill {backfill['id']} created (POST /api/v2/backfills): logical dates "
-            f"{iso(first_hour + HOUR)} .. {iso(last_batch_hour + HOUR)} (hour ends), reprocessing hours that already ran")
+            f"{iso(first_hour)} .. {iso(last_batch_hour)} (hour starts), reprocessing hours that already ran")
         self.wait(f"backfill {backfill['id']}", lambda: self._backfill_done(backfill["id"], first_hour, last_batch_hour),
                   every=10, report=lambda: say(f"  batch runs: {self._hour_states(first_hour, last_batch_hour)}"))
         batch_states = self._hour_states(first_hour, last_batch_hour)
@@ -163,23 +163,23 @@ class Demo:
 
     def _backfill(self, first_hour: dt.datetime, last_hour: dt.datetime) -> dict:
         """A backfill of weblogs_batch over the hours starting first_hour .. last_hour, as the UI's
-        Backfill button creates it (its dates are logical dates: a run's is the end of its hour).
-        Hours that already ran (the scheduler's catch-up, an earlier demo) are recomputed, which
-        gives the same numbers."""
+        Backfill button creates it (its dates are logical dates: a run's is the start of its hour;
+        its run id shows the end). Hours that already ran (the scheduler's catch-up, an earlier
+        demo) are recomputed, which gives the same numbers."""
         for old in self.api("GET", "/backfills?dag_id=weblogs_batch&limit=100").get("backfills", []):
             if not old.get("completed_at"):  # left by an interrupted demo: one backfill per DAG at a time
                 self.api("PUT", f"/backfills/{old['id']}/cancel")
         # created while the DAG is still paused, so that the scheduler's catch-up does not race it
         # for the same hours; unpausing then lets the backfill's runs start
         backfill = self.api("POST", "/backfills", {
-            "dag_id": "weblogs_batch", "from_date": iso(first_hour + HOUR), "to_date": iso(last_hour + HOUR),
+            "dag_id": "weblogs_batch", "from_date": iso(first_hour), "to_date": iso(last_hour),
             "reprocess_behavior": "completed", "max_active_runs": 2,
             "dag_run_conf": {"allowed_lateness_seconds": 0}})
         self.api("PATCH", "/dags/weblogs_batch", {"is_paused": False})
         return backfill
 
     def _hour_runs(self, first_hour: dt.datetime, last_hour: dt.datetime) -> list[dict]:
-        query = f"logical_date_gte={iso(first_hour + HOUR)}&logical_date_lte={iso(last_hour + HOUR)}&limit=100"
+        query = f"logical_date_gte={iso(first_hour)}&logical_date_lte={iso(last_hour)}&limit=100"
         return self.api("GET", f"/dags/weblogs_batch/dagRuns?{query}")["dag_runs"]
 
     def _hour_states(self, first_hour: dt.datetime, last_hour: dt.datetime) -> dict[str, int]:
