@@ -171,15 +171,21 @@ class LandingCommitter:
         from lambdaflow import views
         from lambdaflow.ingest_transforms import after_positions, landed_rows, parse_records, quarantined_rows
 
+        from lambdaflow.storage import offset_log
+
         started = time.monotonic()
+        # The batch's range is the source's (from the offset log), not the records' min/max + 1.
+        start, end = offset_log.batch_offsets(self.fs, self.settings.checkpoint_path, batch_id, self.settings.topic)
+        ranges = landing.batch_ranges(start, end, self.positions)
+        if not ranges:
+            log.info("batch %d: offsets up to %s already landed (a replayed batch); nothing to commit", batch_id, end)
+            return
         parsed = parse_records(after_positions(records, self.positions)).persist()
         try:
             # One small aggregate gives the offset ranges, rows per hour and quarantine reasons.
             kind = F.substring_index("reason", ":", 1)
             stats = parsed.groupBy("kafka_partition", "timestamp_hour", kind.alias("kind")).agg(
                 F.min("kafka_offset").alias("lo"), F.max("kafka_offset").alias("hi"), F.count("*").alias("n")).collect()
-            if not stats:
-                return
             bounds: dict[int, tuple[int, int]] = {}
             hours: dict[int, int] = {}
             reasons: dict[str, int] = {}
@@ -190,7 +196,7 @@ class LandingCommitter:
                     hours[int(r["timestamp_hour"])] = hours.get(int(r["timestamp_hour"]), 0) + r["n"]
                 else:
                     reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["n"]
-            ranges = [landing.OffsetRange(p, lo, hi + 1) for p, (lo, hi) in bounds.items()]
+            landing.check_records_within(ranges, bounds)  # an empty batch (all aborted) commits its range too
             key = landing.commit_key(ranges)
             stage = f"{self.staging}/{key}"
             self.fs.delete(stage)
@@ -368,6 +374,7 @@ def _start_query(spark, settings, committer, starting, available_now, trigger_in
               .option("subscribe", settings.topic)
               .option("startingOffsets", starting)
               .option("failOnDataLoss", "true")
+              .option("kafka.isolation.level", "read_committed")  # aborted transactions never land
               .option("includeHeaders", "false"))
     if max_offsets:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))

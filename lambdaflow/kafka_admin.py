@@ -58,7 +58,9 @@ def ensure_topic(settings: Settings, topic: str | None = None, partitions: int |
 
 
 def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
-    """Log-end offsets per partition (the offset the next record will get)."""
+    """End offsets per partition as a ``read_committed`` consumer sees them: the last stable offset
+    (the log end, unless a transaction is still open). What the ingest can land; a landing position
+    at or past it is caught up, even when the log ends with transaction markers."""
     return _offsets(settings, topic, "end_offsets")
 
 
@@ -69,7 +71,8 @@ def beginning_offsets(settings: Settings, topic: str | None = None) -> dict[int,
 
 def _offsets(settings: Settings, topic: str | None, which: str) -> dict[int, int]:
     topic = topic or settings.topic
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000,
+                             isolation_level="read_committed")  # as the ingest reads
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -8,7 +8,9 @@ The consumer group ``settings.ingest_group``, which the ingest also commits to s
 tools see its lag, is only cross-checked against it.
 
 One **sample** (:func:`sample`) holds, per partition of the topic: ``log_start_offset``,
-``log_end_offset``, ``committed_offset`` (``null`` when nothing of the partition was ever landed),
+``log_end_offset`` (read with ``isolation.level=read_committed``, as the ingest reads: the last
+stable offset, so transaction markers and aborted records at the end count as landed),
+``committed_offset`` (``null`` when nothing of the partition was ever landed),
 ``lag`` in records (``log_end - committed``, or ``log_end - log_start`` when never landed: the
 ingest starts from the earliest record), ``lag_seconds`` (age of the oldest record not landed
 yet, from its Kafka timestamp; 0 when the lag is 0, ``null`` if no record could be fetched),
@@ -272,7 +274,8 @@ def _oldest_unlanded_timestamps(settings: Settings, positions: Mapping[int, int]
     with _kafka_errors(settings):
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="lambdaflow-lag",
                                  group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                 max_partition_fetch_bytes=64 * 1024, request_timeout_ms=10000)
+                                 max_partition_fetch_bytes=64 * 1024, request_timeout_ms=10000,
+                                 isolation_level="read_committed")  # as the ingest reads
         try:
             tps = {TopicPartition(settings.topic, p): offset for p, offset in positions.items()}
             consumer.assign(list(tps))

@@ -22,9 +22,16 @@ partition, joined by ``_``; ``from`` inclusive, ``until`` exclusive, e.g. ``0-0-
 rolled forward (its remaining files moved), one without is rolled back (deleted). After recovery
 ``spark.read.parquet(landing)`` returns every landed record exactly once.
 
+A batch's ranges are the Kafka source's offset range for the micro-batch (``batch_ranges``), read
+with ``isolation.level=read_committed``: offsets are not contiguous (transaction markers, aborted
+records, compaction), so a range may hold fewer rows than ``until - from``, or none: a batch whose
+records were all aborted still commits its range, with zero rows, so the position advances.
+
 The **landing position** of a partition is the largest ``until`` over all manifests, compared as
 integers. It is the ingest's truth about progress: recovery without a checkpoint resumes there,
-the lag monitor measures from it, the batch layer's completeness check waits for it.
+the lag monitor measures from it, the batch layer's completeness check waits for it. Positions are
+compared with the log's end read under ``read_committed`` (the last stable offset): landing
+position >= that end means caught up; never "last landed offset + 1 = end".
 """
 
 from __future__ import annotations
@@ -54,6 +61,34 @@ class OffsetRange:
     @property
     def count(self) -> int:
         return self.until_offset - self.from_offset
+
+
+def batch_ranges(start: dict[int, int] | None, end: dict[int, int], positions: dict[int, int]) -> list[OffsetRange]:
+    """The offset ranges a micro-batch commits: the Kafka source's range [start, end) per partition,
+    minus what the landing zone already holds (``positions``: a replayed batch commits only the rest).
+
+    These are the source's offsets (see :mod:`lambdaflow.storage.offset_log`), not the min/max of
+    the records seen: under ``read_committed`` a range may end with transaction markers or aborted
+    records that no row carries, and it must still be committed so that the position reaches the
+    log's end. A partition without a known start begins at its landing position (0 if none).
+    """
+    ranges = []
+    for partition, until in sorted(end.items()):
+        begin = (start or {}).get(partition, positions.get(partition, 0))
+        begin = max(begin, positions.get(partition, begin))
+        if until > begin:
+            ranges.append(OffsetRange(partition, begin, until))
+    return ranges
+
+
+def check_records_within(ranges: Iterable[OffsetRange], bounds: dict[int, tuple[int, int]]) -> None:
+    """Fail when a record (partition -> (lowest, highest) offset seen) lies outside the batch's ranges."""
+    by_partition = {r.partition: r for r in ranges}
+    for partition, (lo, hi) in bounds.items():
+        r = by_partition.get(partition)
+        if r is None or lo < r.from_offset or hi >= r.until_offset:
+            raise RuntimeError(f"records of partition {partition} at offsets {lo}..{hi} lie outside the batch's "
+                               f"offset range {r}: refusing to commit")
 
 
 def commit_key(ranges: Iterable[OffsetRange]) -> str:
