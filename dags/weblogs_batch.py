@@ -34,7 +34,8 @@ Settings: Params `allowed_lateness_seconds` / `late_lookback_hours` override the
 `lambdaflow_batch_allowed_lateness_seconds` / `lambdaflow_batch_late_lookback_hours`; environment (read
 when the file is parsed, no I/O): `LAMBDAFLOW_BATCH_START_DATE` (ISO 8601; default: today 00:00 UTC,
 so catchup covers the day the producer simulates by default), `LAMBDAFLOW_BATCH_POKE_SECONDS` (30),
-`LAMBDAFLOW_BATCH_SENSOR_TIMEOUT_SECONDS` (21600). `airflow dags test weblogs_batch <logical date>`
+`LAMBDAFLOW_BATCH_SENSOR_TIMEOUT_SECONDS` (21600). A failed task notifies through the one lambdaflow
+notifier (webhook of the Connection `lambdaflow_alerts`; see `lambdaflow.monitoring.notifier`). `airflow dags test weblogs_batch <logical date>`
 recomputes the hour that ends at that logical date.
 """
 
@@ -50,6 +51,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from lambdaflow import batch
 from lambdaflow.config import REPO_ROOT, Settings
+from lambdaflow.monitoring.notifier import failure_notifier
 from lambdaflow.spark import DEFAULT_CONF, submit_env
 
 SETTINGS = Settings.from_env()
@@ -86,18 +88,23 @@ def late_lookback_hours(params: dict[str, Any]) -> int:
     max_active_runs=3,
     doc_md=__doc__,
     tags=["lambdaflow", "batch"],
-    default_args={"owner": "lambdaflow", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    default_args={"owner": "lambdaflow", "retries": 2, "retry_delay": timedelta(seconds=20),
+                  "on_failure_callback": failure_notifier()},
     params={
-        "allowed_lateness_seconds": Param(None, type=["null", "integer"], minimum=0,
-                                          description="extra wait after the hour is landed; overrides Variable "
-                                                      "lambdaflow_batch_allowed_lateness_seconds "
-                                                      f"(default {DEFAULT_ALLOWED_LATENESS_SECONDS})"),
-        "late_lookback_hours": Param(None, type=["null", "integer"], minimum=0,
-                                     description="earlier hours checked for late data; overrides Variable "
-                                                 "lambdaflow_batch_late_lookback_hours "
-                                                 f"(default {DEFAULT_LATE_LOOKBACK_HOURS})"),
-        "full_recompute": Param(False, type="boolean",
-                                description="recompute all history into a new version and switch readers to it"),
+        "allowed_lateness_seconds": Param(None, type=["null", "integer"], minimum=0, maximum=86400,
+                                          title="Allowed lateness (seconds)",
+                                          description="Extra wait after the hour is landed, for late events. Empty: "
+                                                      "Variable lambdaflow_batch_allowed_lateness_seconds, else "
+                                                      f"{DEFAULT_ALLOWED_LATENESS_SECONDS}."),
+        "late_lookback_hours": Param(None, type=["null", "integer"], minimum=0, maximum=168,
+                                     title="Late-data look-back (hours)",
+                                     description="Earlier hours checked for late data and recomputed when their "
+                                                 "landed rows changed. Empty: Variable "
+                                                 "lambdaflow_batch_late_lookback_hours, else "
+                                                 f"{DEFAULT_LATE_LOOKBACK_HOURS}."),
+        "full_recompute": Param(False, type="boolean", title="Full recomputation",
+                                description="Recompute all history into a new version of the batch views and "
+                                            "switch readers to it (pause the DAG meanwhile)."),
     },
     user_defined_macros={"late_lookback_hours": late_lookback_hours},
 )

@@ -33,6 +33,8 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, PokeReturnValue, dag, task
 
+from lambdaflow.monitoring.notifier import failure_notifier
+
 
 @dag(
     dag_id="weblogs_ingest",
@@ -48,6 +50,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, task
         "retry_delay": timedelta(seconds=15),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=5),
+        "on_failure_callback": failure_notifier(),  # the one lambdaflow notifier (Connection lambdaflow_alerts)
     },
     params={
         "trigger_interval": Param("1 second", type="string", title="Trigger interval",

@@ -23,6 +23,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Param, task
 
 from lambdaflow.config import REPO_ROOT
+from lambdaflow.monitoring.notifier import failure_notifier
 
 
 def spark_jars() -> str:
@@ -41,7 +42,8 @@ with DAG(
     doc_md=__doc__,
     tags=["lambdaflow", "ingest"],
     user_defined_macros={"spark_jars": spark_jars},
-    default_args={"owner": "lambdaflow", "retries": 1, "retry_delay": timedelta(seconds=15)},
+    default_args={"owner": "lambdaflow", "retries": 1, "retry_delay": timedelta(seconds=15),
+                  "on_failure_callback": failure_notifier()},  # the one lambdaflow notifier
     params={
         "max_offsets_per_trigger": Param(0, type="integer", minimum=0, title="Max offsets per trigger",
                                          description="Records per micro-batch (0 = no limit)."),

@@ -9,14 +9,23 @@ NOT_STARTED) over the last samples. Each sample is kept in HDFS (`/lambda/monito
 the window survives restarts and the dashboard can plot lag over time.
 
 - `sample_lag` records a sample and evaluates it (fails when Kafka or HDFS cannot be reached).
-- `check_lag` fails the run when the status is not OK or a partition's lag exceeds
-  `max_lag_records` / `max_lag_seconds`, naming the partitions and figures in the log.
-- `should_restart_ingest` → `trigger_ingest`: remediation, off by default; when enabled and the
-  ingest is STOPped, triggers a run of `weblogs_ingest`.
+- `track_status` notifies **on a change of status only** (OK→WARN, →STALL/STOP/REWIND, back to OK:
+  "recovered"), not on every sample; a lag above `max_lag_records` / `max_lag_seconds` while OK
+  counts as WARN. The last notified status is kept in HDFS (`/lambda/monitoring/alerts`), so the
+  rule survives restarts; every alert also goes to the alert log the dashboard shows.
+- `check_lag` fails the run when the status is not OK or a threshold is exceeded, naming the
+  partitions and figures in the log (a red run in the grid; it sends no alert of its own, the
+  status change did).
+- `restart_ingest_if_stuck`: **remediation**. When the status has been STALL or STOP for longer
+  than `restart_after_s`, restarts the streaming ingest for real
+  (`lambdaflow.monitoring.remediation.restart_ingest`), at most once every `restart_min_interval_s`.
 
-Settings (Params override Airflow Variables per run; defaults in `lambdaflow.lag`):
-`lambdaflow_lag_max_records`, `lambdaflow_lag_max_seconds`, `lambdaflow_lag_remediate` and
-`lambdaflow_lag_webhook_url` (failures are logged, and POSTed as JSON there when set).
+Alerts go through the one notifier of every lambdaflow DAG (`lambdaflow.monitoring.notifier`): the
+webhook of the Airflow Connection `lambdaflow_alerts` (type http), or the log only without it.
+
+Settings (Params override Airflow Variables per run; defaults in `lambdaflow.lag` and
+`lambdaflow.monitoring.remediation`): `lambdaflow_lag_max_records`, `lambdaflow_lag_max_seconds`,
+`lambdaflow_lag_remediate`, `lambdaflow_lag_restart_after_s`, `lambdaflow_lag_restart_min_interval_s`.
 The same measurement from a shell: `lambdaflow lag`.
 """
 
@@ -25,11 +34,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, Variable, dag, task
 
 from lambdaflow import lag
 from lambdaflow.config import Settings
+from lambdaflow.monitoring import alerts, remediation
+from lambdaflow.monitoring.notifier import failure_notifier, webhook_url
 
 
 def _setting(params: dict[str, Any], param: str, variable: str, default: Any, kind: type) -> Any:
@@ -40,14 +50,6 @@ def _setting(params: dict[str, Any], param: str, variable: str, default: Any, ki
     if value is None:
         return default
     return value.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
-
-
-def notify_failure(context: dict[str, Any]) -> None:
-    """on_failure_callback: log the failure, and POST it to `lambdaflow_lag_webhook_url` when set."""
-    ti = context["ti"]
-    payload = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id,
-               "try_number": ti.try_number, "error": str(context.get("exception"))}
-    lag.notify(payload, Variable.get("lambdaflow_lag_webhook_url", default=None))
 
 
 @dag(
@@ -62,19 +64,33 @@ def notify_failure(context: dict[str, Any]) -> None:
         "owner": "lambdaflow",
         "retries": 1,
         "retry_delay": timedelta(seconds=5),
-        "on_failure_callback": notify_failure,
+        "on_failure_callback": failure_notifier(),
     },
     params={
-        "window": Param(lag.DEFAULT_WINDOW, type="integer", minimum=1,
-                        description="samples the status looks at, this one included"),
-        "stop_after_s": Param(lag.DEFAULT_STOP_AFTER_S, type="number", minimum=0,
-                              description="STOP when nothing landed for this long while lagging"),
-        "max_lag_records": Param(None, type=["null", "integer"], minimum=0,
-                                 description="overrides Variable lambdaflow_lag_max_records"),
-        "max_lag_seconds": Param(None, type=["null", "number"], minimum=0,
-                                 description="overrides Variable lambdaflow_lag_max_seconds"),
-        "remediate": Param(None, type=["null", "boolean"],
-                           description="overrides Variable lambdaflow_lag_remediate: trigger weblogs_ingest on STOP"),
+        "window": Param(lag.DEFAULT_WINDOW, type="integer", minimum=1, maximum=1440, title="Window (samples)",
+                        description="How many samples the status looks at, this one included (one a minute)."),
+        "stop_after_s": Param(lag.DEFAULT_STOP_AFTER_S, type="number", minimum=0, maximum=86400,
+                              title="STOP after (seconds)",
+                              description="A partition is STOPped when nothing landed for this long while it lags."),
+        "max_lag_records": Param(None, type=["null", "integer"], minimum=0, title="Max lag (records)",
+                                 description="Alert above this lag in records. Empty: Variable "
+                                             f"lambdaflow_lag_max_records, else {lag.DEFAULT_MAX_LAG_RECORDS}."),
+        "max_lag_seconds": Param(None, type=["null", "number"], minimum=0, title="Max lag (seconds)",
+                                 description="Alert when the oldest record not landed is older than this. Empty: "
+                                             f"Variable lambdaflow_lag_max_seconds, else {lag.DEFAULT_MAX_LAG_SECONDS:g}."),
+        "remediate": Param(None, type=["null", "boolean"], title="Restart a stuck ingest",
+                           description="Restart the ingest when it is STALL or STOP for too long. Empty: Variable "
+                                       "lambdaflow_lag_remediate, else on."),
+        "restart_after_s": Param(None, type=["null", "number"], minimum=0, maximum=86400,
+                                 title="Restart after (seconds)",
+                                 description="How long the status must stay STALL/STOP before a restart. Empty: "
+                                             "Variable lambdaflow_lag_restart_after_s, else "
+                                             f"{remediation.DEFAULT_RESTART_AFTER_S:g}."),
+        "restart_min_interval_s": Param(None, type=["null", "number"], minimum=0, maximum=604800,
+                                        title="Min time between restarts (seconds)",
+                                        description="At most one restart per this interval. Empty: Variable "
+                                                    "lambdaflow_lag_restart_min_interval_s, else "
+                                                    f"{remediation.DEFAULT_MIN_INTERVAL_S:g}."),
     },
 )
 def weblogs_lag_monitor() -> None:
@@ -86,27 +102,52 @@ def weblogs_lag_monitor() -> None:
         return report
 
     @task
-    def check_lag(report: dict[str, Any], params: dict[str, Any]) -> None:
-        """Fail with the partitions and figures when the ingest does not keep up."""
+    def track_status(report: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Keep the status; notify when it changed. Returns the kept state and the threshold messages."""
         messages = lag.alerts(
             report,
             max_lag_records=_setting(params, "max_lag_records", "lambdaflow_lag_max_records",
                                      lag.DEFAULT_MAX_LAG_RECORDS, int),
             max_lag_seconds=_setting(params, "max_lag_seconds", "lambdaflow_lag_max_seconds",
                                      lag.DEFAULT_MAX_LAG_SECONDS, float))
-        if messages:
-            raise lag.LagAlert(lag.alert_message(report, messages))
+        state = alerts.track_lag_status(alerts.HdfsStore(Settings.from_env()), report, messages,
+                                        webhook_url=webhook_url(), at=report["sampled_at"])
+        print(f"status {state['status']} since {state['since']}; "
+              + (f"notified: {state['alert']['title']}" if state["alert"] else "no change, nothing notified"))
+        return {**state, "messages": messages, "report_message": lag.alert_message(report, messages)}
 
-    @task.short_circuit
-    def should_restart_ingest(report: dict[str, Any], params: dict[str, Any]) -> bool:
-        """True only when remediation is enabled and the ingest is STOPped."""
-        return report["status"] == lag.STOP and _setting(params, "remediate", "lambdaflow_lag_remediate", False, bool)
+    @task(on_failure_callback=None)  # its failure is the lag status, notified by track_status on a change
+    def check_lag(tracked: dict[str, Any]) -> None:
+        """Fail with the partitions and figures when the ingest does not keep up."""
+        if tracked["messages"]:
+            raise lag.LagAlert(tracked["report_message"])
 
-    report = sample_lag()
-    check_lag(report)
-    should_restart_ingest(report) >> TriggerDagRunOperator(
-        task_id="trigger_ingest", trigger_dag_id="weblogs_ingest",
-        conf={"triggered_by": "weblogs_lag_monitor", "reason": "ingest STOPped"})
+    @task
+    def restart_ingest_if_stuck(tracked: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Restart the ingest when it has been STALL/STOP for too long, at most once per interval."""
+        now = alerts.now_ms()
+        restart, why = remediation.restart_decision(
+            tracked, now,
+            restart_after_s=_setting(params, "restart_after_s", "lambdaflow_lag_restart_after_s",
+                                     remediation.DEFAULT_RESTART_AFTER_S, float),
+            min_interval_s=_setting(params, "restart_min_interval_s", "lambdaflow_lag_restart_min_interval_s",
+                                    remediation.DEFAULT_MIN_INTERVAL_S, float),
+            enabled=_setting(params, "remediate", "lambdaflow_lag_remediate", True, bool))
+        print(("restarting the ingest: " if restart else "no restart: ") + why)
+        if not restart:
+            return {"restarted": False, "why": why}
+        settings = Settings.from_env()
+        store = alerts.HdfsStore(settings)
+        state = store.load(alerts.LAG_STATE, default={}) or {}
+        store.save(alerts.LAG_STATE, {**state, "last_restart_at": now})  # before acting: a failed restart counts
+        done = remediation.restart_ingest(settings)
+        alerts.send(alerts.make_alert("remediation", "lag monitor restarted the ingest", f"{why}; {done.get('how')}",
+                                      "warning", status=tracked["status"], result=done), webhook_url(), store)
+        return {"restarted": True, "why": why, **done}
+
+    tracked = track_status(sample_lag())
+    check_lag(tracked)
+    restart_ingest_if_stuck(tracked)
 
 
 weblogs_lag_monitor()

@@ -16,7 +16,8 @@ Sends realistic clickstream events (page views, add-to-cart, purchases) to the K
   action, bad timestamp, truncated TSV) for exercising the ingest's quarantine.
 
 Kafka is reached through the `kafka_default` connection (extra `bootstrap.servers`), else
-`$KAFKA_BOOTSTRAP`. The same run from a shell: `lambdaflow produce --count 10000 --rate 1000`.
+`$KAFKA_BOOTSTRAP`. A failed run notifies through the one lambdaflow notifier (Connection
+`lambdaflow_alerts`). The same run from a shell: `lambdaflow produce --count 10000 --rate 1000`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from airflow.sdk import Asset, Param, dag, task
 
 from lambdaflow import events, producer
 from lambdaflow.config import Settings
+from lambdaflow.monitoring.notifier import failure_notifier
 
 WEBLOGS_TOPIC = Asset(name="weblogs", uri="kafka://localhost:9092/weblogs")
 
@@ -54,13 +56,14 @@ def _kafka_settings() -> Settings:
     catchup=False,
     doc_md=__doc__,
     tags=["lambdaflow", "kafka"],
-    default_args={"owner": "lambdaflow", "retries": 1, "retry_delay": timedelta(seconds=5)},
+    default_args={"owner": "lambdaflow", "retries": 1, "retry_delay": timedelta(seconds=5),
+                  "on_failure_callback": failure_notifier()},
     params={
-        "count": Param(10_000, type=["null", "integer"], minimum=1, title="Number of events",
+        "count": Param(10_000, type=["null", "integer"], minimum=1, maximum=1_000_000_000, title="Number of events",
                        description="How many events to send. Leave empty when giving a duration."),
-        "duration": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Duration (seconds)",
+        "duration": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=604_800, title="Duration (seconds)",
                           description="Send for this many seconds instead; when set, the count is ignored."),
-        "rate": Param(producer.DEFAULT_RATE, type="number", minimum=0, title="Rate (events/s)",
+        "rate": Param(producer.DEFAULT_RATE, type="number", minimum=0, maximum=10_000_000, title="Rate (events/s)",
                       description="Events per second; 0 sends as fast as the broker acknowledges."),
         "seed": Param(None, type=["null", "integer"], minimum=0, title="Random seed",
                       description="The same seed, count and rate send the same events. "
@@ -69,7 +72,10 @@ def _kafka_settings() -> Settings:
                                  title="Time multiplier",
                                  description="Simulated time runs this many times faster than the rate "
                                              "implies (480: one real minute covers eight simulated hours)."),
-        "start": Param(None, type=["null", "string"], format="date-time", title="Simulated start (UTC)",
+        "start": Param(None, type=["null", "string"], format="date-time",
+                       # the format is a hint for the form; the pattern is what validation enforces
+                       pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$",
+                       title="Simulated start (UTC)",
                        description="Simulated time of the first event, e.g. 2026-11-24T10:00:00Z. Empty: "
                                    "midnight UTC before the span the run needs, so no event is in the future."),
         "bad_fraction": Param(0.0, type="number", minimum=0, maximum=1, title="Bad fraction",

@@ -1,0 +1,79 @@
+"""The lag monitor's remediation: restart the ingest when it has not moved for too long.
+
+**When** (:func:`restart_decision`, pure): the lag status is STALL or STOP, it has been one of those
+without interruption for at least ``restart_after_s`` (``not_moving_since`` in the state kept by
+:func:`lambdaflow.monitoring.alerts.track_lag_status`), remediation is enabled, and the last restart
+is at least ``min_interval_s`` ago (a restart that does not help is not repeated every minute).
+
+**How** (:func:`restart_ingest`, the one place to swap): ``lambdaflow.stack.restart_ingest(settings)``
+when the stack offers it; else, with the stack-managed ingest service
+(:mod:`lambdaflow.stack.ingest_service`), stop it (SIGTERM: the running batch commits, then the job
+exits; a job that does not exit in time is killed) and start it again, which resumes where the
+landing zone ends; else (an ingest that runs as the ``weblogs_ingest`` task) write the stop marker
+and mark the running ``weblogs_ingest`` run failed through Airflow's REST API, so that the
+``@continuous`` schedule starts a new run at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from lambdaflow.config import Settings
+from lambdaflow.monitoring.alerts import NOT_MOVING
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESTART_AFTER_S = 120.0
+DEFAULT_MIN_INTERVAL_S = 900.0
+INGEST_DAG = "weblogs_ingest"
+
+
+def restart_decision(state: Mapping[str, Any], now_ms: int, restart_after_s: float = DEFAULT_RESTART_AFTER_S,
+                     min_interval_s: float = DEFAULT_MIN_INTERVAL_S, enabled: bool = True) -> tuple[bool, str]:
+    """``(restart?, why)`` for the kept lag state (``status``, ``not_moving_since``, ``last_restart_at``)."""
+    status = state.get("status")
+    since = state.get("not_moving_since")
+    if status not in NOT_MOVING or since is None:
+        return False, f"status {status}: nothing to restart"
+    stuck_s = max(0.0, (now_ms - since) / 1000)
+    if not enabled:
+        return False, f"{status} for {stuck_s:.0f} s, but remediation is disabled"
+    if stuck_s < restart_after_s:
+        return False, f"{status} for {stuck_s:.0f} s; restart after {restart_after_s:.0f} s"
+    last = state.get("last_restart_at")
+    if last is not None and (now_ms - last) / 1000 < min_interval_s:
+        return False, (f"{status} for {stuck_s:.0f} s, but the ingest was restarted {(now_ms - last) / 1000:.0f} s "
+                       f"ago (at most once every {min_interval_s:.0f} s)")
+    return True, f"{status} for {stuck_s:.0f} s (restart after {restart_after_s:.0f} s)"
+
+
+def restart_ingest(settings: Settings) -> dict[str, Any]:
+    """Restart the streaming ingest for real (see the module doc); returns what was done."""
+    stack = importlib.import_module("lambdaflow.stack")
+    restart = getattr(stack, "restart_ingest", None)
+    if callable(restart):
+        return {"how": "lambdaflow.stack.restart_ingest", "result": restart(settings)}
+    service = getattr(stack, "ingest_service", None)
+    if service is not None and hasattr(service, "stop") and hasattr(service, "ensure_running"):
+        was_running = service.stop(settings)
+        started = service.ensure_running(settings)
+        return {"how": "ingest service stopped and started", "was_running": bool(was_running), **started}
+    return _restart_ingest_task(settings)
+
+
+def _restart_ingest_task(settings: Settings) -> dict[str, Any]:
+    """The ingest as the ``weblogs_ingest`` task: stop marker, then fail the running run (REST API)."""
+    from lambdaflow import ingest
+    from lambdaflow.stack import api, api_token
+
+    ingest.request_stop(settings)
+    token = api_token()
+    runs = api("GET", f"/dags/{INGEST_DAG}/dagRuns?state=running&limit=10", token=token).get("dag_runs", [])
+    failed = []
+    for run in runs:
+        api("PATCH", f"/dags/{INGEST_DAG}/dagRuns/{run['dag_run_id']}", {"state": "failed"}, token=token)
+        failed.append(run["dag_run_id"])
+    return {"how": "stop marker written, running weblogs_ingest runs marked failed", "failed_runs": failed}
