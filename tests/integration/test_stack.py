@@ -112,3 +112,37 @@ def test_killed_datanode_is_reported_down_and_brought_back(stack: Settings) -> N
     with client.read(path, encoding="utf-8") as reader:
         assert reader.read() == "still here"
 
+
+
+def test_a_daemon_killed_with_sigkill_leaves_nothing_behind_after_up_or_down() -> None:
+    """What `airflow scheduler` does to its LocalExecutor workers, with a shell and its children:
+    kill -9 of the leader leaves them running; `up` (start) and `down` (stop) end them by session."""
+    from lambdaflow.stack.daemon import Daemon, orphans_of_run_dir, session_members
+
+    name = f"orphan-test-{uuid.uuid4().hex[:6]}"
+    fake = Daemon(name=name, command=lambda: ["sh", "-c", "sleep 600 & sleep 600 & wait"], ready=lambda: True)
+    try:
+        for reap in ("start", "stop"):
+            assert fake.start(quiet=True) is True
+            leader = fake.pid()
+            deadline = time.monotonic() + 10
+            while len(session_members(leader)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            children = set(session_members(leader)) - {leader}
+            assert len(children) == 2
+            os.kill(leader, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while leader in session_members(leader) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert set(fake.leftovers()) == children
+            assert set(orphans_of_run_dir()[leader]) == children
+            if reap == "start":
+                assert fake.start(quiet=True) is True  # up: the leftovers go, a new leader starts
+                assert session_members(leader) == []
+                fake.stop(timeout_s=5)
+            else:
+                assert fake.stop(timeout_s=5) is True  # down: stops what the dead leader left
+                assert session_members(leader) == []
+    finally:
+        fake.stop(timeout_s=5)
+        fake.log_file.unlink(missing_ok=True)
