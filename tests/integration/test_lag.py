@@ -54,10 +54,24 @@ def kafka_end_offsets(settings: Settings) -> dict[int, int]:
 
 
 def land(settings: Settings, *names: str) -> None:
-    """Commit micro-batches the way the ingest does: one manifest per offset-range key."""
+    """Commit micro-batches the way the ingest does: one manifest per offset-range key, the document
+    the ingest writes (``landing.manifest_document``), written to a ``_tmp`` file and renamed into place.
+    A name starting with ``_tmp.`` is a commit in flight: a torn manifest left at its temporary name."""
     c = hdfs.client(settings)
+    directory = f"{settings.landing_path}/{landing.MANIFESTS}"
+    now_ms = int(time.time() * 1000)
     for name in names:
-        c.write(f"{settings.landing_path}/{landing.MANIFESTS}/{name}", data="{}", encoding="utf-8", overwrite=True)
+        ranges = landing.parse_commit_key(name.removeprefix("_tmp.").removesuffix(".json"))
+        rows = sum(r.count for r in ranges)
+        files = [{"kind": "landing", "staged": f"{settings.landing_path}/{landing.STAGING}/{name}/landing/part-0.parquet",
+                  "final": f"{settings.landing_path}/timestamp_hour={landing.hour_of(now_ms)}/part-{name}-0.snappy.parquet"}]
+        document = landing.dumps(landing.manifest_document(settings.topic, ranges, files, rows, 0,
+                                                           {landing.hour_of(now_ms): rows}, now_ms))
+        if name.startswith("_tmp."):
+            c.write(f"{directory}/{name}", data=document[: len(document) // 2], encoding="utf-8", overwrite=True)
+            continue
+        c.write(f"{directory}/_tmp.{name}", data=document, encoding="utf-8", overwrite=True)
+        c.rename(f"{directory}/_tmp.{name}", f"{directory}/{name}")
 
 
 def commit_group(settings: Settings, offsets: dict[int, int]) -> None:
