@@ -64,7 +64,8 @@ def _setting(params: dict[str, Any], param: str, variable: str, default: Any, ki
         "owner": "lambdaflow",
         "retries": 1,
         "retry_delay": timedelta(seconds=5),
-        "on_failure_callback": failure_notifier(),
+        # runs every minute: a failure lasting an hour (Kafka down) is one alert per half hour, not 60
+        "on_failure_callback": failure_notifier(repeat_after_s=1800),
     },
     params={
         "window": Param(lag.DEFAULT_WINDOW, type="integer", minimum=1, maximum=1440, title="Window (samples)",

@@ -172,6 +172,15 @@ def recent_alerts(store: JsonStore, limit: int = 20) -> list[dict[str, Any]]:
     return list(reversed(entries))[:limit]
 
 
+def sent_recently(store: JsonStore, alert: Mapping[str, Any], within_s: float, now: int | None = None,
+                  keys: Sequence[str] = ("kind", "dag_id", "task_id")) -> bool:
+    """True when the alert log holds an alert like this one (same ``keys``) from the last ``within_s`` seconds."""
+    now = now_ms() if now is None else now
+    since = now - within_s * 1000
+    return any(e.get("at", 0) >= since and all(e.get(k) == alert.get(k) for k in keys)
+               for e in recent_alerts(store, limit=ALERT_LOG_SIZE))
+
+
 # ------------------------------------------------------------------------------ lag status changes
 def lag_alert_status(report: Mapping[str, Any], threshold_messages: Sequence[str] = ()) -> str:
     """The status alerts are about: the lag report's, or WARN when it is OK but a threshold is exceeded."""

@@ -69,20 +69,40 @@ def alert_from_context(context: Any) -> dict[str, Any]:
 
 
 class LambdaflowNotifier(BaseNotifier):
-    """Logs a task failure, POSTs it to the ``lambdaflow_alerts`` webhook and adds it to the alert log."""
+    """Logs a task failure, POSTs it to the ``lambdaflow_alerts`` webhook and adds it to the alert log.
+
+    ``repeat_after_s`` > 0: a failure of the same task already in the alert log within that many
+    seconds is logged only, not posted again (for tasks that run every minute and fail for as long
+    as a problem lasts, e.g. the lag monitor's ``sample_lag`` while Kafka is down). When the alert
+    log cannot be read, the alert goes out: better twice than never.
+    """
 
     template_fields = ("conn_id",)
 
-    def __init__(self, conn_id: str = ALERTS_CONN_ID, record: bool = True) -> None:
+    def __init__(self, conn_id: str = ALERTS_CONN_ID, record: bool = True, repeat_after_s: float = 0) -> None:
         super().__init__()
         self.conn_id = conn_id
         self.record = record
+        self.repeat_after_s = repeat_after_s
+
+    def store(self) -> alerts.JsonStore | None:
+        return alerts.HdfsStore(Settings.from_env(), timeout_s=5.0) if self.record else None
 
     def notify(self, context: Any) -> None:
-        store = alerts.HdfsStore(Settings.from_env(), timeout_s=5.0) if self.record else None
-        alerts.send(alert_from_context(context), webhook_url(self.conn_id), store)
+        alert, store = alert_from_context(context), self.store()
+        if self.repeat_after_s > 0 and store is not None:
+            try:
+                repeated = alerts.sent_recently(store, alert, self.repeat_after_s, now=alert["at"])
+            except Exception as exc:  # HDFS down: cannot tell, so send
+                log.info("alert log unreadable (%s): sending", exc)
+                repeated = False
+            if repeated:
+                log.warning("lambdaflow alert (already sent within %g s, not posted again): %s",
+                            self.repeat_after_s, alert["title"])
+                return
+        alerts.send(alert, webhook_url(self.conn_id), store)
 
 
-def failure_notifier(conn_id: str = ALERTS_CONN_ID) -> LambdaflowNotifier:
+def failure_notifier(conn_id: str = ALERTS_CONN_ID, repeat_after_s: float = 0) -> LambdaflowNotifier:
     """The ``on_failure_callback`` for ``default_args`` (no I/O until a task fails)."""
-    return LambdaflowNotifier(conn_id)
+    return LambdaflowNotifier(conn_id, repeat_after_s=repeat_after_s)

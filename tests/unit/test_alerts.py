@@ -188,3 +188,36 @@ def test_without_the_connection_the_notifier_only_logs(monkeypatch, caplog) -> N
     assert n.webhook_url() is None
     n.LambdaflowNotifier(record=False)(failure_context(ValueError("boom")))
     assert "weblogs_batch.recompute_hour failed" in caplog.text
+
+
+def test_a_task_failing_every_minute_is_posted_once_per_repeat_interval(receiver, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LAMBDAFLOW_ALERTS", receiver.url)
+    store = alerts.MemoryStore()
+    notifier = n.LambdaflowNotifier(repeat_after_s=1800)
+    monkeypatch.setattr(notifier, "store", lambda: store)
+    clock = iter(T0 + m * MINUTE for m in (0, 1, 2, 31, 32))
+    monkeypatch.setattr(alerts, "now_ms", lambda: next(clock))
+    for _ in range(5):
+        notifier(failure_context(RuntimeError("cannot reach Kafka")))
+    assert len(receiver.bodies) == 2  # minute 0 and minute 31
+    other = failure_context(RuntimeError("x"))
+    other["ti"] = other["task_instance"] = SimpleNamespace(**{**vars(other["ti"]), "task_id": "validate_hour"})
+    monkeypatch.setattr(alerts, "now_ms", lambda: T0 + 33 * MINUTE)
+    notifier(other)  # another task's failure is news
+    assert len(receiver.bodies) == 3
+
+
+def test_without_a_readable_alert_log_a_repeated_failure_is_still_sent(receiver, monkeypatch) -> None:
+    class Down:
+        def load(self, name, default=None):
+            raise OSError("HDFS down")
+
+        def save(self, name, document):
+            raise OSError("HDFS down")
+
+    monkeypatch.setenv("AIRFLOW_CONN_LAMBDAFLOW_ALERTS", receiver.url)
+    notifier = n.LambdaflowNotifier(repeat_after_s=1800)
+    monkeypatch.setattr(notifier, "store", lambda: Down())
+    notifier(failure_context(RuntimeError("a")))
+    notifier(failure_context(RuntimeError("a")))
+    assert len(receiver.bodies) == 2
