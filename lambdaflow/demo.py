@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1000, help="events/s (default %(default)s)")
     parser.add_argument("--bad-fraction", type=float, default=0.01, help="malformed records (default %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="producer seed (default: a new one each run)")
-    parser.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
+    parser.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds (default %(default)s)")
 
 
 def say(message: str) -> None:

@@ -101,6 +101,8 @@ def _stop_strays(quiet: bool) -> list[str]:
         except ValueError:
             pid = -1
         if pid > 0 and session_members(pid):
+            if pid_file.stem.startswith(ingest_service.NAME):  # the running batch commits first
+                ingest_service.daemon(name=pid_file.stem).stop()
             kill_session(pid, timeout_s=30)
             stopped.append(pid_file.stem)
             if not quiet:

@@ -41,7 +41,29 @@ def daemon(settings: Settings | None = None, name: str = NAME, trigger_interval:
         return READY_LINE in _last_start_section(name)
 
     return Daemon(name=name, command=lambda: spark.submit_command("stream_ingest.py", args, settings),
-                  ready=ready, env=lambda: spark.submit_env(settings), timeout_s=300.0)
+                  ready=ready, env=lambda: spark.submit_env(settings), timeout_s=300.0,
+                  shutdown=_finish_batch_then_exit)
+
+
+def _finish_batch_then_exit(sid: int, timeout_s: float = 90.0) -> None:
+    """SIGTERM to the Python driver only: it lets the running batch commit, stops the query and exits,
+    and spark-submit's JVM with it. (SIGTERM to the whole session would take the JVM first.)"""
+    import os
+    import signal
+
+    from lambdaflow.stack.daemon import pid_alive, session_members
+
+    for pid in session_members(sid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"python" in os.path.basename(argv[0]) and any(a.endswith(b"stream_ingest.py") for a in argv):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(sid) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def state(settings: Settings | None = None, name: str = NAME) -> dict:

@@ -83,5 +83,13 @@ def test_ingest_outlives_a_killed_scheduler_and_is_adopted(service) -> None:
     request_stop(settings)
     wait_until("the job to stop on the marker", lambda: not pid_alive(pid), 120)
     assert ingest_service.stopped_on_request(name)
+
+    # started again, then stopped the way `make down` does: the driver finishes its batch and exits
+    produce(settings, 300, seed=3)
+    second = ingest_service.ensure_running(settings, name)
+    assert second["action"] == "started" and second["pid"] != pid
+    wait_until("the events sent meanwhile to land", lambda: caught_up(settings))
+    assert ingest_service.stop(settings, name) is True
+    assert not pid_alive(second["pid"]) and ingest_service.stopped_on_request(name)
     manifests = landing.read_manifests(hdfs.client(settings), settings.landing_path)
-    assert sum(m["landed_rows"] + m["quarantined_rows"] for m in manifests) == 1000
+    assert sum(m["landed_rows"] + m["quarantined_rows"] for m in manifests) == 1300
