@@ -69,7 +69,11 @@ def _run_stack(args: argparse.Namespace) -> int:
             for name, state in document["services"].items():
                 print(f"{name:24} {state}")
             print(f"airflow: {document['airflow']['url']} (user {document['airflow']['username']}, "
-                  f"password in {document['airflow']['password_file']})")
+                  f"password in {document['airflow']['password_file']}; metadata DB "
+                  f"{document['airflow']['metadata_db']})")
+            ingest = document["ingest"]
+            print(f"streaming ingest: {ingest['state']}" + (f" (pid {ingest['pid']}, log {ingest['log']})"
+                                                             if ingest["pid"] else ""))
             for dag_id, info in document["dags"].items():
                 print(f"dag {dag_id:28} last run: {info['last_run_state']}")
         return 0 if all(s == "up" for s in document["services"].values()) else 3
