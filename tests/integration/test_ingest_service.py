@@ -42,8 +42,11 @@ def produce(settings: Settings, count: int, seed: int) -> None:
 @pytest.fixture
 def service(isolated: Settings):
     name = f"ingest-test-{uuid.uuid4().hex[:6]}"
+    scheduler_was_up = local_stack.SERVICES["airflow-scheduler"].is_up()
     yield isolated, name
     ingest_service.stop(isolated, name)
+    if not scheduler_was_up:  # the Spark-heavy tests that follow need the cores
+        local_stack.SERVICES["airflow-scheduler"].stop()
 
 
 def test_ingest_outlives_a_killed_scheduler_and_is_adopted(service) -> None:
