@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESTART_AFTER_S = 120.0
 DEFAULT_MIN_INTERVAL_S = 900.0
 INGEST_DAG = "weblogs_ingest"
+STOP_TIMEOUT_S = 60.0  # a clean stop commits the running batch within seconds; a hung job is killed after this
 
 
 def restart_decision(state: Mapping[str, Any], now_ms: int, restart_after_s: float = DEFAULT_RESTART_AFTER_S,
@@ -50,16 +51,21 @@ def restart_decision(state: Mapping[str, Any], now_ms: int, restart_after_s: flo
     return True, f"{status} for {stuck_s:.0f} s (restart after {restart_after_s:.0f} s)"
 
 
-def restart_ingest(settings: Settings) -> dict[str, Any]:
-    """Restart the streaming ingest for real (see the module doc); returns what was done."""
+def restart_ingest(settings: Settings, service_name: str | None = None) -> dict[str, Any]:
+    """Restart the streaming ingest for real (see the module doc); returns what was done.
+
+    ``service_name`` picks another instance of the ingest service than the deployment's (tests).
+    """
     stack = importlib.import_module("lambdaflow.stack")
     restart = getattr(stack, "restart_ingest", None)
-    if callable(restart):
+    if callable(restart) and service_name is None:
         return {"how": "lambdaflow.stack.restart_ingest", "result": restart(settings)}
     service = getattr(stack, "ingest_service", None)
     if service is not None and hasattr(service, "stop") and hasattr(service, "ensure_running"):
-        was_running = service.stop(settings)
-        started = service.ensure_running(settings)
+        named = {} if service_name is None else {"name": service_name}
+        # a hung job ignores SIGTERM: killed after STOP_TIMEOUT_S
+        was_running = service.stop(settings, timeout_s=STOP_TIMEOUT_S, **named)
+        started = service.ensure_running(settings, **named)
         return {"how": "ingest service stopped and started", "was_running": bool(was_running), **started}
     return _restart_ingest_task(settings)
 

@@ -66,11 +66,11 @@ def test_restart_ingest_prefers_the_stacks_own_restart(monkeypatch) -> None:
 
 def test_restart_ingest_stops_and_starts_the_ingest_service(monkeypatch) -> None:
     calls = []
-    service = types.SimpleNamespace(stop=lambda settings: calls.append("stop") or True,
+    service = types.SimpleNamespace(stop=lambda settings, timeout_s: calls.append(("stop", timeout_s)) or True,
                                     ensure_running=lambda settings: calls.append("start") or {"action": "started", "pid": 7})
     fake = types.ModuleType("lambdaflow.stack")
     fake.ingest_service = service
     monkeypatch.setitem(sys.modules, "lambdaflow.stack", fake)
     done = remediation.restart_ingest("settings")
-    assert calls == ["stop", "start"]
+    assert calls == [("stop", remediation.STOP_TIMEOUT_S), "start"]
     assert done["was_running"] is True and done["action"] == "started" and done["pid"] == 7
