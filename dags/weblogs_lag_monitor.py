@@ -142,9 +142,12 @@ def weblogs_lag_monitor() -> None:
         state = store.load(alerts.LAG_STATE, default={}) or {}
         store.save(alerts.LAG_STATE, {**state, "last_restart_at": now})  # before acting: a failed restart counts
         done = remediation.restart_ingest(settings)
-        alerts.send(alerts.make_alert("remediation", "lag monitor restarted the ingest", f"{why}; {done.get('how')}",
-                                      "warning", status=tracked["status"], result=done), webhook_url(), store)
-        return {"restarted": True, "why": why, **done}
+        restarted = done.get("how") != "skipped"
+        title = "lag monitor restarted the ingest" if restarted else "lag monitor could not restart the ingest"
+        alerts.send(alerts.make_alert("remediation", title, f"{why}; {done.get('how')} {done.get('why', '')}".strip(),
+                                      "warning" if restarted else "error", status=tracked["status"], result=done),
+                    webhook_url(), store)
+        return {"restarted": restarted, "why": why, **done}
 
     tracked = track_status(sample_lag())
     check_lag(tracked)

@@ -9,7 +9,8 @@ is at least ``min_interval_s`` ago (a restart that does not help is not repeated
 when the stack offers it; else, with the stack-managed ingest service
 (:mod:`lambdaflow.stack.ingest_service`), stop it (SIGTERM: the running batch commits, then the job
 exits; a job that does not exit in time is killed) and start it again, which resumes where the
-landing zone ends; else (an ingest that runs as the ``weblogs_ingest`` task) write the stop marker
+landing zone ends (only when the service was last started for the same root and topic: a monitor
+of other settings never touches it); else (an ingest that runs as the ``weblogs_ingest`` task) write the stop marker
 and mark the running ``weblogs_ingest`` run failed through Airflow's REST API, so that the
 ``@continuous`` schedule starts a new run at once.
 """
@@ -63,6 +64,12 @@ def restart_ingest(settings: Settings, service_name: str | None = None) -> dict[
     service = getattr(stack, "ingest_service", None)
     if service is not None and hasattr(service, "stop") and hasattr(service, "ensure_running"):
         named = {} if service_name is None else {"name": service_name}
+        running_for = service.state(settings, **named) if hasattr(service, "state") else {}
+        if (running_for.get("root"), running_for.get("topic")) != (settings.root, settings.topic):
+            # never stop (or start) the service for other settings: a monitor of a test root must not
+            # restart the deployment's ingest
+            return {"how": "skipped", "why": f"the ingest service runs for root {running_for.get('root')} and topic "
+                                             f"{running_for.get('topic')}, not {settings.root} and {settings.topic}"}
         # a hung job ignores SIGTERM: killed after STOP_TIMEOUT_S
         was_running = service.stop(settings, timeout_s=STOP_TIMEOUT_S, **named)
         started = service.ensure_running(settings, **named)

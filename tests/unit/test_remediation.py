@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from lambdaflow.config import Settings
 from lambdaflow.monitoring import alerts, remediation
 
 T0 = 1_800_000_000_000
@@ -66,11 +67,17 @@ def test_restart_ingest_prefers_the_stacks_own_restart(monkeypatch) -> None:
 
 def test_restart_ingest_stops_and_starts_the_ingest_service(monkeypatch) -> None:
     calls = []
+    settings = Settings(root="/lambda", topic="weblogs")
     service = types.SimpleNamespace(stop=lambda settings, timeout_s: calls.append(("stop", timeout_s)) or True,
-                                    ensure_running=lambda settings: calls.append("start") or {"action": "started", "pid": 7})
+                                    ensure_running=lambda settings: calls.append("start") or {"action": "started", "pid": 7},
+                                    state=lambda settings: {"state": "running", "root": "/lambda", "topic": "weblogs"})
     fake = types.ModuleType("lambdaflow.stack")
     fake.ingest_service = service
     monkeypatch.setitem(sys.modules, "lambdaflow.stack", fake)
-    done = remediation.restart_ingest("settings")
+    done = remediation.restart_ingest(settings)
     assert calls == [("stop", remediation.STOP_TIMEOUT_S), "start"]
     assert done["was_running"] is True and done["action"] == "started" and done["pid"] == 7
+
+    calls.clear()  # a monitor of another root (a test's) never touches the deployment's service
+    done = remediation.restart_ingest(settings.replace(root="/lambda-test/abc"))
+    assert calls == [] and done["how"] == "skipped" and "/lambda-test/abc" in done["why"]
