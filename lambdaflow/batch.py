@@ -67,7 +67,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from lambdaflow import hdfs, landing
+from lambdaflow import hdfs, landing, timeutil
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
 from lambdaflow.jvm_fs import JvmFs
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from hdfs import InsecureClient
     from pyspark.sql import DataFrame, SparkSession
 
-HOUR_MS = 3_600_000
+HOUR_MS = timeutil.HOUR_MS
 VIEWS = ("activity_by_product", "visitors_by_product")
 # As in lambdaflow.views, which imports pyspark: repeated so that the JVM-free readers (sensor,
 # validation, serving) and the DAG file's parsing stay light.
@@ -139,30 +139,11 @@ def partition_hour(name: str) -> int | None:
 
 
 # --------------------------------------------------------------------------------------- time
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time (``2026-11-24T10:00:00Z``); a time without zone is taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def floor_hour(ms: int) -> int:
-    return ms - ms % HOUR_MS
-
-
-def iso(hour_ms: int) -> str:
-    return datetime.fromtimestamp(hour_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def hours_between(start_ms: int, end_ms: int) -> list[int]:
-    """The hours that overlap the half-open interval [start, end)."""
-    return list(range(floor_hour(start_ms), end_ms, HOUR_MS))
+parse_time = timeutil.parse_iso8601  # for argparse: the message of a bad time is shown as it is
+epoch_ms = timeutil.to_epoch_ms
+floor_hour = timeutil.floor_hour
+iso = timeutil.iso
+hours_between = timeutil.hours_between
 
 
 # ------------------------------------------------------------------------------ offset ranges

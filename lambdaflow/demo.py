@@ -24,7 +24,7 @@ import json
 import sys
 import time
 
-from lambdaflow import hdfs, kafka_admin, landing, stack
+from lambdaflow import hdfs, kafka_admin, landing, stack, timeutil
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
 
@@ -45,8 +45,7 @@ def say(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+iso = timeutil.iso
 
 
 class Demo:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
 
+from lambdaflow.timeutil import parse_iso8601, to_epoch_ms  # noqa: F401  (re-exported)
 from lambdaflow.schema import (ACTIONS, FIELDS, MAX_FUTURE_MS, MIN_TIMESTAMP_MS, REQUIRED_FIELDS,  # noqa: F401
                                TSV_FIELDS, check_value, parse_value, validate_event)
 
@@ -155,21 +156,6 @@ def default_start_ms(span_ms: int, now_ms: int | None = None) -> int:
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     return (now_ms - span_ms) // _DAY_MS * _DAY_MS
-
-
-def parse_iso8601(text: str) -> dt.datetime:
-    """An ISO 8601 date-time such as ``2026-11-24T10:00:00Z`` (no offset means UTC), as UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 date-time: {text!r} (example: 2026-11-24T10:00:00Z)") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
-
-
-def to_epoch_ms(value: dt.datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 def _cumulative(weights: tuple[float, ...]) -> list[float]:

@@ -36,7 +36,7 @@ from kafka.codec import has_lz4, has_zstd
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
-from lambdaflow import events, kafka_admin
+from lambdaflow import events, kafka_admin, timeutil
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
 from lambdaflow.kafka_admin import KafkaUnavailable
@@ -86,19 +86,20 @@ def check_options(*, count: int | None, duration: float | None, rate: float, fmt
     if start is None:
         return None
     try:
-        start_dt = events.parse_iso8601(start) if isinstance(start, str) else start
+        start_dt = timeutil.parse_iso8601(start) if isinstance(start, str) else start
     except ValueError as exc:
         raise OptionError(f"--start: {exc}") from None
     if start_dt.tzinfo is None:
         start_dt = start_dt.replace(tzinfo=dt.timezone.utc)
-    start_ms = events.to_epoch_ms(start_dt)
+    start_ms = timeutil.to_epoch_ms(start_dt)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     end_ms = start_ms + _span_ms(count, duration, rate, time_multiplier)
     if start_ms < events.MIN_TIMESTAMP_MS:
         raise OptionError("--start must be 2000-01-01 or later")
     if end_ms > now_ms:
         raise OptionError(
-            f"--start {_iso(start_ms)}: simulated time would run to {_iso(end_ms)}, past now; "
+            f"--start {timeutil.iso(start_ms, millis=True)}: simulated time would run to "
+            f"{timeutil.iso(end_ms, millis=True)}, past now; "
             "choose an earlier --start, fewer events or a smaller --time-multiplier")
     return start_ms
 
@@ -116,11 +117,6 @@ def _span_ms(count: int | None, duration: float | None, rate: float, time_multip
     if planned is None:
         return int(duration * time_multiplier * 1000)
     return events.simulated_offset_ms(planned - 1, rate, time_multiplier)
-
-
-def _iso(epoch_ms: int) -> str:
-    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- Kafka -------------------------------------------------------------------------------------
@@ -327,8 +323,8 @@ def produce(settings: Settings, *, count: int | None = None, duration: float | N
         "events_per_s": round(sent / elapsed, 1) if elapsed > 0 else 0.0,
         "elapsed_s": round(elapsed, 3),
         "per_partition": {str(p): n for p, n in sorted(delivery.per_partition.items())},
-        "simulated_from": _iso(generator.timestamp_of(0)) if sent else None,
-        "simulated_to": _iso(generator.timestamp_of(sent - 1)) if sent else None,
+        "simulated_from": timeutil.iso(generator.timestamp_of(0), millis=True) if sent else None,
+        "simulated_to": timeutil.iso(generator.timestamp_of(sent - 1), millis=True) if sent else None,
         "compression": COMPRESSION,
         "interrupted": stop.is_set(),
         "errors": delivery.errors,
