@@ -81,7 +81,7 @@ def test_backfill_of_closed_hours_succeeds_and_matches_the_landing_zone(deployme
     wait_until(f"backfill {created['id']} to complete",
                lambda: local_stack.api("GET", f"/backfills/{created['id']}").get("completed_at"), timeout_s=900)
     finished = wait_until("every hour's run to finish", lambda: (r := runs()) and len(r) == HOURS
-                          and all(x["state"] in ("success", "failed") for x in r) and r, timeout_s=300)
+                          and all(x["state"] in ("success", "failed") for x in r) and r, timeout_s=900)
     assert [r["state"] for r in finished] == ["success"] * HOURS, finished
 
     landed = landing.landed_rows_by_hour(client, settings.landing_path)
