@@ -1,8 +1,9 @@
 """The batch layer and the serving query against real HDFS and Spark.
 
-Landed events are written the way the ingest commits a micro-batch (``lambdaflow.landing``): files
-staged, the offset-range manifest written, the files moved to ``timestamp_hour=<h>/part-<key>-<n>``,
-together with the speed-view partials. Expectations are computed from the same events in plain Python.
+Events reach the landing zone through the real ingest: produced to Kafka, then landed by
+``lambdaflow.ingest.run_stream`` (bounded, in this process, on the test's SparkSession), with one
+malformed record per partition per commit that the ingest quarantines. Expectations are computed
+from the same events in plain Python.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
 import pytest
+from kafka import KafkaProducer
 from pyspark.testing import assertDataFrameEqual
 
-from lambdaflow import batch, hdfs, landing, serving, views
+from lambdaflow import batch, hdfs, ingest, landing, serving, views
 from lambdaflow.jvm_fs import JvmFs
 
 pytestmark = pytest.mark.integration
@@ -32,79 +34,78 @@ VISITORS = "product string, timestamp_hour long, unique_visitors long"
 ACTIVITY_COLUMNS = [c.split()[0] for c in ACTIVITY.split(", ")]
 
 
+class CrashAfterCommitPoint(Exception):
+    """Raised by the ingest's test hook right after a batch's manifest is written, before any file moves."""
+
+
 class LandingWriter:
-    """Commits micro-batches of events to an isolated landing zone as the ingest does."""
+    """Lands events through the real ingest (Kafka -> ``run_stream`` -> landing zone) and keeps the truth."""
 
     def __init__(self, spark, settings, seed: int = 11):
         self.spark, self.settings = spark, settings
-        self.fs = JvmFs(spark, settings.hdfs_url)
         self.rng = random.Random(seed)
-        self.next_offset = defaultdict(int)
-        self.rows: list[dict] = []  # every landed row: the ground truth
+        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+        self.rows: list[dict] = []  # every event that must land: the ground truth
+
+    def close(self) -> None:
+        self.producer.close()
 
     def events(self, hour: int, n: int, visitors: int = 60) -> list[tuple[int, str, str, str]]:
         return [(hour + self.rng.randrange(HOUR), self.rng.choice(PRODUCTS), self.rng.choice(ACTIONS),
                  f"visitor-{self.rng.randrange(visitors)}") for _ in range(n)]
 
-    def commit(self, events: list[tuple[int, str, str, str]], move: bool = True) -> str:
-        """Land one micro-batch; one offset per partition is left out of the rows (a quarantined record).
-
-        ``move=False`` stops after the commit point, before the files move into place (see :meth:`move`)."""
-        rows = []
+    def send(self, events: list[tuple[int, str, str, str]], malformed: bool = True) -> None:
+        """Produce the events round-robin over the 3 partitions, then (``malformed``) one record per
+        partition the ingest must quarantine."""
         for i, (ts, product, action, visitor) in enumerate(events):
-            partition = i % 3
-            offset = self.next_offset[partition]
-            self.next_offset[partition] += 1
-            rows.append({"timestamp": ts, "referrer": "https://example.org", "action": action, "prev_page": None,
-                         "visitor": visitor, "page": f"/p/{product}", "product": product,
-                         "timestamp_hour": batch.floor_hour(ts), "topic": self.settings.topic,
-                         "kafka_partition": partition, "kafka_offset": offset, "kafka_timestamp": None})
-        starts = {p: min(r["kafka_offset"] for r in rows if r["kafka_partition"] == p) for p in range(3)}
-        ranges = [landing.OffsetRange(p, starts[p], self.next_offset[p] + 1) for p in range(3)]
-        for p in range(3):
-            self.next_offset[p] += 1  # the quarantined record's offset
-        key = landing.commit_key(ranges)
-        stage = f"{self.settings.landing_path}/{landing.STAGING}/{key}"
-        uri = self.settings.uri
-        df = self.spark.createDataFrame(rows, batch.landing_schema())
-        df.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
-        views.speed_activity_partial(df).coalesce(1).write.partitionBy("timestamp_hour").parquet(
-            uri(f"{stage}/activity_by_product"))
-        views.speed_visitors_partial(df).coalesce(1).write.partitionBy("timestamp_hour").parquet(
-            uri(f"{stage}/visitors_by_product"))
-        targets = {"landing": self.settings.landing_path,
-                   "activity_by_product": f"{self.settings.speed_root}/activity_by_product",
-                   "visitors_by_product": f"{self.settings.speed_root}/visitors_by_product"}
-        moves = []
-        for kind, target in targets.items():
-            staged = [p for p in self.fs.list_files_recursive(f"{stage}/{kind}") if p.endswith(".parquet")]
-            for n, path in enumerate(staged):
-                hour_dir = path[len(f"{stage}/{kind}"):].rsplit("/", 1)[0]
-                moves.append({"kind": kind, "staged": path,
-                              "final": f"{target}{hour_dir}/part-{key}-{n}.snappy.parquet"})
-        hours = Counter(r["timestamp_hour"] for r in rows)
-        manifest = landing.manifest_document(self.settings.topic, ranges, moves, len(rows), 3, dict(hours),
-                                             int(time.time() * 1000))
-        self.fs.write_atomic(f"{self.settings.landing_path}/{landing.MANIFESTS}/{key}.json", landing.dumps(manifest))
-        self.rows += rows
-        if move:
-            self.move(key)
-        return key
+            event = {"timestamp": ts, "referrer": "https://example.org", "action": action, "prev_page": None,
+                     "visitor": visitor, "page": f"/p/{product}", "product": product}
+            self.producer.send(self.settings.topic, key=visitor.encode(), value=json.dumps(event).encode(),
+                               partition=i % 3)
+            self.rows.append({"timestamp": ts, "action": action, "visitor": visitor, "product": product,
+                              "timestamp_hour": batch.floor_hour(ts)})
+        if malformed:
+            for partition in range(3):
+                self.producer.send(self.settings.topic, value=b"not json", partition=partition)
+        self.producer.flush()
 
-    def move(self, key: str) -> None:
-        """The end of a commit: the staged files to their final places, then the staging directory goes."""
-        manifest = json.loads(self.fs.read_text(f"{self.settings.landing_path}/{landing.MANIFESTS}/{key}.json"))
-        for f in manifest["files"]:
-            self.fs.rename(f["staged"], f["final"])
-        self.fs.delete(f"{self.settings.landing_path}/{landing.STAGING}/{key}")
+    def ingest(self, max_per_batch: int | None = None) -> dict:
+        """The real ingest, bounded: lands everything Kafka holds, ``max_per_batch`` records per micro-batch."""
+        return ingest.run_stream(self.settings, available_now=True, trigger_interval="0 seconds",
+                                 max_offsets_per_trigger=max_per_batch)
+
+    def commit(self, events: list[tuple[int, str, str, str]]) -> None:
+        """Land one micro-batch of events."""
+        self.send(events)
+        totals = self.ingest()
+        assert totals["batches"] == 1, totals
+
+    def commit_without_moving(self, events: list[tuple[int, str, str, str]], monkeypatch) -> None:
+        """Land one micro-batch but crash right after its commit point: the manifest is written, its
+        files are still staged (see :meth:`move`)."""
+        def crash(committer, step: str) -> None:
+            if step == "manifest_written":
+                raise CrashAfterCommitPoint(step)
+
+        self.send(events)
+        with monkeypatch.context() as patch:
+            patch.setattr(ingest.LandingCommitter, "_test_pause", crash)
+            with pytest.raises(Exception, match="CrashAfterCommitPoint"):
+                self.ingest()
+
+    def move(self) -> None:
+        """The ingest's recovery after that crash: committed batches rolled forward."""
+        ingest.LandingCommitter(self.spark, self.settings, JvmFs(self.spark, self.settings.hdfs_url)).recover()
+        client = hdfs.client(self.settings)
+        assert hdfs.list_names(client, f"{self.settings.landing_path}/{landing.STAGING}") == []
 
     def land_hours(self, hours: list[int], per_hour: int = 300, batches: int = 3) -> None:
         """Events of several hours over several micro-batches, each batch spanning all the hours."""
         events = [e for h in hours for e in self.events(h, per_hour)]
         self.rng.shuffle(events)
-        size = -(-len(events) // batches)
-        for i in range(0, len(events), size):
-            self.commit(events[i:i + size])
+        self.send(events)
+        totals = self.ingest(max_per_batch=-(-(len(events) + 3) // batches))
+        assert totals["batches"] >= batches, totals
 
     # -- ground truth ------------------------------------------------------------------------
     def activity(self, hours=None) -> list[tuple]:
@@ -144,7 +145,9 @@ def batch_view(spark, settings, view: str, version: int = 1):
 
 @pytest.fixture
 def writer(spark, isolated) -> LandingWriter:
-    return LandingWriter(spark, isolated)
+    writer = LandingWriter(spark, isolated)
+    yield writer
+    writer.close()
 
 
 def test_recompute_equals_independent_computation_and_rerun_changes_nothing(spark, isolated, writer) -> None:
@@ -223,12 +226,13 @@ def test_late_events_are_recomputed_by_the_next_run(spark, isolated, writer) -> 
     assert batch.late_hours(spark, fs, isolated, 1, H0 + 4 * HOUR, 6) == []
 
 
-def test_a_batch_still_moving_its_files_during_a_recompute_is_caught_as_late(spark, isolated, writer) -> None:
+def test_a_batch_still_moving_its_files_during_a_recompute_is_caught_as_late(spark, isolated, writer,
+                                                                            monkeypatch) -> None:
     writer.land_hours([H0], per_hour=120, batches=2)
-    key = writer.commit(writer.events(H0, 30), move=False)  # committed, files not in place yet
+    writer.commit_without_moving(writer.events(H0, 30), monkeypatch)  # committed, files not in place yet
     records = batch.execute(spark, isolated, interval(H0, H0 + HOUR))
     assert records[0]["landed_rows"] == writer.landed(H0) - 30
-    writer.move(key)
+    writer.move()
 
     records = batch.execute(spark, isolated, args(hour=at(H0 + HOUR), late_lookback_hours=2))
     assert [r["timestamp_hour"] for r in records] == [H0, H0 + HOUR]
@@ -279,9 +283,44 @@ def _coordinates(spark, settings, hour: int) -> list[tuple]:
     return sorted(tuple(r) for r in spark.read.parquet(path).select(*batch.LANDING_KEY).collect())
 
 
+def test_a_failed_hour_is_served_by_the_speed_layer_and_does_not_stop_the_watermark(
+        spark, isolated, writer, monkeypatch) -> None:
+    hours = [H0, H0 + HOUR, H0 + 2 * HOUR]
+    writer.land_hours(hours, per_hour=100, batches=1)
+    batch.execute(spark, isolated, interval(H0, H0 + HOUR))
+    recompute = batch.recompute_hours
+
+    def failing(spark_, settings, version, todo, log=print):
+        if H0 + HOUR in todo:
+            raise RuntimeError("executor lost")
+        return recompute(spark_, settings, version, todo, log)
+
+    monkeypatch.setattr(batch, "recompute_hours", failing)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        batch.execute(spark, isolated, args(hour=at(H0 + HOUR)))
+    batch.execute(spark, isolated, args(hour=at(H0 + 2 * HOUR)))  # the next hour's run succeeds
+    status = batch.state(batch.web_store(isolated), isolated)
+    assert status["failed"] == [H0 + HOUR] and status["watermark"] == H0 + 2 * HOUR
+
+    product = PRODUCTS[2]
+    truth = {h: (p_, a, v) for (p, h, p_, a, v) in writer.activity() if p == product}
+    rows = serving.query(spark, isolated, "activity", product, H0, H0 + 3 * HOUR)
+    assert [(r["timestamp_hour"], r["layer"], r.get("batch_failed", False)) for r in rows] == [
+        (H0, "batch", False), (H0 + HOUR, "speed", True), (H0 + 2 * HOUR, "batch", False)]
+    assert all((r["purchase_count"], r["add_to_cart_count"], r["page_view_count"]) == truth[r["timestamp_hour"]]
+               for r in rows)
+
+    monkeypatch.undo()
+    batch.execute(spark, isolated, args(hour=at(H0 + HOUR)))  # a run succeeds: back to the batch layer
+    assert batch.state(batch.web_store(isolated), isolated)["failed"] == []
+    rows = serving.query(spark, isolated, "activity", product, H0, H0 + 3 * HOUR)
+    assert [(r["layer"], "batch_failed" in r) for r in rows] == [("batch", False)] * 3
+
+
 def test_compaction_keeps_exactly_the_same_kafka_records(spark, isolated, writer) -> None:
     for _ in range(6):
-        writer.commit(writer.events(H0, 50))
+        writer.send(writer.events(H0, 50))
+    assert writer.ingest(max_per_batch=53)["batches"] == 6
     fs = batch.BatchFs(spark, isolated)
     live = batch.landing_hour_path(isolated, H0)
     files_before = [f for f in fs.entries(live) if batch.is_data_file(f.name)]
@@ -303,7 +342,8 @@ def test_compaction_keeps_exactly_the_same_kafka_records(spark, isolated, writer
 
 def test_a_compaction_interrupted_after_its_commit_is_rolled_forward(spark, isolated, writer, monkeypatch) -> None:
     for _ in range(4):
-        writer.commit(writer.events(H0, 50))
+        writer.send(writer.events(H0, 50))
+    assert writer.ingest(max_per_batch=53)["batches"] == 4
     coordinates = _coordinates(spark, isolated, H0)
     finish = batch.finish_committed_compaction
 
@@ -334,45 +374,41 @@ def test_full_recomputation_builds_a_new_version_and_switches_readers(spark, iso
     hours = [H0, H0 + HOUR, H0 + 3 * HOUR]  # H0+2h has no events: still covered, as an empty hour
     writer.land_hours(hours)
     batch.execute(spark, isolated, interval(H0, H0 + HOUR))
+    # With the wall clock inside the newest landed hour, that hour is still open: never recorded.
+    early = batch.recompute_all(spark, isolated, now_ms=H0 + 3 * HOUR + 600_000)
+    assert [r["timestamp_hour"] for r in early] == [H0, H0 + HOUR, H0 + 2 * HOUR]
+    assert batch.state(batch.web_store(isolated), isolated)["hours"] == [H0, H0 + HOUR, H0 + 2 * HOUR]
     records = batch.execute(spark, isolated, args(all=True))
 
     assert [r["timestamp_hour"] for r in records] == [H0 + i * HOUR for i in range(4)]
     assert [r["landed_rows"] for r in records] == [writer.landed(H0), writer.landed(H0 + HOUR), 0,
                                                    writer.landed(H0 + 3 * HOUR)]
     store = batch.web_store(isolated)
-    assert batch.current_version(store, isolated) == 2
+    assert batch.current_version(store, isolated) == 3
     versions = store.list_names(f"{isolated.batch_root}/activity_by_product")
-    assert [n for n in versions if batch.is_data_file(n)] == ["v2"]
+    assert [n for n in versions if batch.is_data_file(n)] == ["v3"]
     assert batch.state(store, isolated)["watermark"] == H0 + 3 * HOUR
-    assertDataFrameEqual(batch_view(spark, isolated, "visitors_by_product", 2).select(
+    assertDataFrameEqual(batch_view(spark, isolated, "visitors_by_product", 3).select(
         "product", "timestamp_hour", "unique_visitors"), spark.createDataFrame(writer.visitors(), VISITORS))
     rows = serving.query(spark, isolated, "activity", PRODUCTS[0], H0, H0 + 4 * HOUR)
     assert {r["layer"] for r in rows} == {"batch"} and len(rows) == 3
 
 
 def test_completeness_sensor_waits_until_the_landing_zone_reaches_the_log_end(spark, isolated, writer) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
-    for i in range(30):
-        producer.send(isolated.topic, value=b"{}", partition=i % 3)
-    producer.flush()
-    producer.close()
     client = hdfs.client(isolated)
+    writer.commit(writer.events(H0, 24))  # 8 events and 1 malformed record per partition: offsets [0, 9)
+    writer.send(writer.events(H0, 3), malformed=False)  # one more per partition, not landed yet
 
     done, reason = batch.landing_complete(isolated, NOW_HOUR, NOW_HOUR + HOUR, 0, client)
     assert not done and "still open" in reason  # the current hour has not closed
     assert hdfs.read_json(client, batch.observation_path(isolated, NOW_HOUR)) is None
 
     done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 0, client)
-    assert not done and "behind" in reason
+    assert not done and "behind" in reason and "{0: 1, 1: 1, 2: 1}" in reason
     observed = hdfs.read_json(client, batch.observation_path(isolated, H0))
     assert observed["log_end_offsets"] == {"0": 10, "1": 10, "2": 10}
 
-    writer.commit(writer.events(H0, 24))  # lands offsets [0, 9) of each partition: still one short
-    done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 0, client)
-    assert not done and "{0: 1, 1: 1, 2: 1}" in reason
-    writer.commit(writer.events(H0, 3))  # positions reach 10 everywhere
+    assert writer.ingest()["batches"] == 1  # positions reach 10 everywhere
     assert batch.landing_complete(isolated, H0, H0 + HOUR, 0, client)[0]
     done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 3600, client)
     assert not done and "allowed lateness" in reason
