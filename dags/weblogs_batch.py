@@ -19,6 +19,10 @@ catchup, so backfills work; at most 3 runs at a time.
    every hour of the previous `late_lookback_hours` whose landed rows changed since it was
    recomputed (the hour record keeps the landing positions and counts it saw; manifests committed
    since then tell the rows they added).
+   When `recompute_hour` fails for good, `record_failure` writes a failure record for the hour
+   (`/lambda/batch/_failed/v<N>/<hour>.json`; the job itself also writes one for every hour it was
+   recomputing): serving answers the hour from the speed layer with `"batch_failed": true` and the
+   batch watermark moves on past it, until a run of the hour succeeds (which removes the record).
 3. `validate_hour`: activity counts add up to the landed rows, the views agree, the landing zone
    still holds those rows (Parquet footers); fails the run otherwise.
 4. `publish_views` emits an event on the Asset `weblogs_batch_views` whose extra carries the hour and
@@ -137,6 +141,13 @@ def weblogs_batch() -> None:
     recompute_all = SparkSubmitOperator(
         task_id="recompute_all", name="weblogs_batch_recompute_all", **submit, application_args=["--all", "--compact"])
 
+    @task(trigger_rule="one_failed")
+    def record_failure(data_interval_start: datetime) -> None:
+        """The hour's recomputation failed for good: serving answers it from the speed layer, flagged
+        `batch_failed`, and the watermark moves past it until a run of the hour succeeds."""
+        batch.record_failure(Settings.from_env(), [batch.epoch_ms(data_interval_start)],
+                             "recompute_hour failed (see the task log)")
+
     @task(trigger_rule="none_failed_min_one_success")
     def validate_hour(data_interval_start: datetime) -> dict[str, Any]:
         """Counts in the views = landed rows of the hour; returns the hour's figures."""
@@ -152,6 +163,7 @@ def weblogs_batch() -> None:
     summary = validate_hour()
     wait_for_landing() >> choose_recompute() >> [recompute_hour, recompute_all] >> summary
     publish_views(summary)
+    recompute_hour >> record_failure()
 
 
 weblogs_batch()

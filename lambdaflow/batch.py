@@ -107,6 +107,15 @@ def current_path(settings: Settings) -> str:
     return f"{settings.batch_root}/_CURRENT"
 
 
+def failures_path(settings: Settings, version: int, hour: int | None = None) -> str:
+    path = f"{settings.batch_root}/_failed/v{version}"
+    return path if hour is None else f"{path}/{hour}.json"
+
+
+def hour_lock_path(settings: Settings, hour: int) -> str:
+    return f"{settings.batch_root}/_locks/{hour}.lock"
+
+
 def observation_path(settings: Settings, hour: int) -> str:
     return f"{settings.batch_root}/_observations/{hour}.json"
 
@@ -157,9 +166,12 @@ def committed_after(ranges: list[landing.OffsetRange], positions: dict[int, int]
     return any(r.until_offset > positions.get(r.partition, 0) for r in ranges)
 
 
-def batch_watermark(hours: Iterable[int]) -> int | None:
-    """The last hour of the contiguous run of covered hours that starts at the first covered hour."""
-    covered = set(hours)
+def batch_watermark(hours: Iterable[int], failed: Iterable[int] = ()) -> int | None:
+    """The last hour of the contiguous run of covered hours that starts at the first covered hour.
+
+    A failed hour (``failed``) does not stop the run: the hours after it advance the watermark,
+    while the failed hour itself is served by the speed layer until a recomputation succeeds."""
+    covered = set(hours) | set(failed)
     if not covered:
         return None
     hour = min(covered)
@@ -209,13 +221,36 @@ def read_hour_record(store: Store, settings: Settings, version: int, hour: int) 
     return store.read_json(records_path(settings, version, hour))
 
 
+def failed_hours(store: Store, settings: Settings, version: int) -> set[int]:
+    """The hours whose last recomputation in ``version`` failed (a failure record, removed on success)."""
+    names = store.list_names(failures_path(settings, version))
+    return {int(n[:-5]) for n in names if re.fullmatch(r"-?\d+\.json", n)}
+
+
 def state(store: Store, settings: Settings) -> dict:
-    """The batch layer's state: current version, covered hours and watermark."""
+    """The batch layer's state: current version, covered hours, failed hours and watermark."""
     version = current_version(store, settings)
-    hours = recorded_hours(store, settings, version)
-    watermark = batch_watermark(hours)
-    return {"version": version, "hours": sorted(hours), "watermark": watermark,
+    failed = failed_hours(store, settings, version)
+    hours = recorded_hours(store, settings, version) - failed
+    watermark = batch_watermark(hours, failed)
+    return {"version": version, "hours": sorted(hours), "failed": sorted(failed), "watermark": watermark,
             "watermark_iso": iso(watermark) if watermark is not None else None}
+
+
+def record_failure(settings: Settings, hours: Iterable[int], reason: str,
+                   client: "InsecureClient | None" = None) -> None:
+    """Mark ``hours`` as failed in the current version (WebHDFS; the DAG's ``record_failure`` task).
+
+    Serving then answers them from the speed layer, flagged ``batch_failed``, and the watermark moves
+    past them; the next successful recomputation of an hour removes its failure record."""
+    from lambdaflow.storage.fs import web_write_json
+
+    c = client or hdfs.client(settings)
+    version = current_version(WebHdfsStore(c), settings)
+    for hour in hours:
+        web_write_json(c, failures_path(settings, version, hour),
+                       {"timestamp_hour": hour, "hour": iso(hour), "version": version, "reason": reason[:2000],
+                        "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
 # -------------------------------------------------------------------- completeness (the sensor)
@@ -253,6 +288,26 @@ def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lat
     if wait_ms > 0:
         return False, f"landed up to the observed offsets; allowed lateness ends in {wait_ms / 1000:.0f} s"
     return True, f"hour {iso(start_ms)} complete: landed up to {observation['log_end_offsets']}"
+
+
+def completeness_boundary(landed: Iterable[int], positions: dict[int, int], log_end: dict[int, int],
+                          now_ms: int, allowed_lateness_ms: int) -> int:
+    """The first hour not known to be complete: a full recomputation records only the hours before it.
+
+    The wall clock's hour is still open. Every landed hour before the newest one has closed (event
+    time has moved past it); the newest landed hour is complete only once the wall clock is past its
+    end plus the allowed lateness *and* the landing positions have reached the topic's log-end
+    offsets (the same two conditions as :func:`landing_complete`). Hours at or after the boundary stay
+    with the speed layer; events of older hours that land later are late data (:func:`late_hours`).
+    """
+    boundary = floor_hour(now_ms)
+    hours = set(landed)
+    if hours:
+        newest = max(hours)
+        caught_up = all(positions.get(int(p), 0) >= end for p, end in log_end.items())
+        closed = now_ms >= newest + HOUR_MS + allowed_lateness_ms
+        boundary = min(boundary, newest + HOUR_MS if caught_up and closed else newest)
+    return boundary
 
 
 # ---------------------------------------------------------------------- validation (no JVM)
@@ -531,6 +586,7 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
                   **{c: (sums[c] if sums else 0) for c in COUNT_COLUMNS},
                   "recomputed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         fs.write_json(records_path(settings, version, hour), record)
+        fs.delete(failures_path(settings, version, hour))  # a success ends the hour's failure
         records.append(record)
         log(f"v{version} {record['hour']}: {record['landed_rows']} landed rows -> "
             f"{record['activity_rows']} activity rows, {record['visitors_rows']} visitors rows")
@@ -541,8 +597,13 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
 
 
 def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = False,
-                  log: Log = _print) -> list[dict]:
-    """Full recomputation into a new version, then an atomic switch of ``_CURRENT`` and removal of the old."""
+                  allowed_lateness_s: float = 60, log: Log = _print, now_ms: int | None = None) -> list[dict]:
+    """Full recomputation into a new version, then an atomic switch of ``_CURRENT`` and removal of the old.
+
+    Only the hours before the completeness boundary (:func:`completeness_boundary`) are recorded: the
+    hour still open never gets frozen at a partial count."""
+    from lambdaflow import kafka_admin
+
     fs = BatchFs(spark, settings)
     old = current_version(fs, settings)
     existing = {int(n[1:]) for view in VIEWS for n in fs.list_names(f"{settings.batch_root}/{view}")
@@ -552,7 +613,14 @@ def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = Fal
     if not known:
         log("nothing landed and nothing recorded: no version to build")
         return []
-    hours = list(range(min(known), max(known) + HOUR_MS, HOUR_MS))
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    boundary = completeness_boundary(landed_hours(fs, settings), landing.positions_from_keys(
+        manifest_names(fs, settings)), kafka_admin.end_offsets(settings), now_ms, int(allowed_lateness_s * 1000))
+    hours = [h for h in range(min(known), max(known) + HOUR_MS, HOUR_MS) if h < boundary]
+    if not hours:
+        log(f"no hour before the completeness boundary {iso(boundary)}: no version to build")
+        return []
+    log(f"completeness boundary {iso(boundary)}: later hours stay with the speed layer")
     log(f"full recomputation of {len(hours)} hour(s) {iso(hours[0])} .. {iso(hours[-1])} into v{new}")
     if compact:
         for hour in sorted(landed_hours(fs, settings)):
@@ -665,12 +733,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "since they were recomputed (late data); default 0")
     parser.add_argument("--compact", action="store_true",
                         help="compact the landing files of the hours first (fewer, larger files)")
+    parser.add_argument("--allowed-lateness-seconds", type=float, default=60, metavar="S",
+                        help="--all: the newest landed hour counts as complete only S seconds after its end "
+                             "(and once the landing zone has reached Kafka's log end); default 60")
 
 
 def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace, log: Log = _print) -> list[dict]:
     """Run what ``args`` ask for (see :func:`add_arguments`); returns the hour records written."""
     if args.all:
-        return recompute_all(spark, settings, compact=args.compact, log=log)
+        return recompute_all(spark, settings, compact=args.compact,
+                             allowed_lateness_s=getattr(args, "allowed_lateness_seconds", 60), log=log)
     if args.hour is not None:
         start = floor_hour(epoch_ms(args.hour))
         end = start + HOUR_MS
@@ -691,7 +763,24 @@ def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace,
     if args.compact:
         for hour in todo:
             compact_hour(spark, settings, hour, log=log)
-    return recompute_hours(spark, settings, version, todo, log)
+    try:
+        return recompute_hours(spark, settings, version, todo, log)
+    except Exception as exc:
+        _record_failure_fs(fs, settings, version, todo, f"{type(exc).__name__}: {exc}", log)
+        raise
+
+
+def _record_failure_fs(fs: "BatchFs", settings: Settings, version: int, hours: Iterable[int], reason: str,
+                       log: Log) -> None:
+    """:func:`record_failure` through the JVM, best effort (the recomputation's own error is what counts)."""
+    try:
+        for hour in hours:
+            fs.write_json(failures_path(settings, version, hour),
+                          {"timestamp_hour": hour, "hour": iso(hour), "version": version, "reason": reason[:2000],
+                           "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        log(f"recorded the failure of {len(list(hours))} hour(s); serving answers them from the speed layer")
+    except Exception as exc:  # noqa: BLE001 - never hide the original error behind this one
+        log(f"could not record the failure: {exc}")
 
 
 def run(args: argparse.Namespace) -> int:

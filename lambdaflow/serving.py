@@ -6,7 +6,9 @@ Cut-over rule: an hour is served by the batch layer when it has an hour record i
 version (:func:`lambdaflow.batch.recorded_hours`; these are the hours up to the batch watermark, plus
 any hour an out-of-order backfill has already recomputed beyond it), and by the speed layer
 otherwise. Each hour is looked up in exactly one layer, so no hour is counted twice or missed.
-Every row says which layer served it.
+Every row says which layer served it. An hour whose last batch recomputation failed (a failure
+record, :func:`lambdaflow.batch.failed_hours`) is served by the speed layer, its rows flagged
+``"batch_failed": true``, until a recomputation of it succeeds.
 
 How it reads: without a JVM where it can. Batch views are one small Parquet file per view and hour,
 downloaded through WebHDFS and read with pyarrow. Speed activity partials (one small file per
@@ -90,7 +92,8 @@ def query(spark: "SparkSession | None", settings: Settings, view: str, product: 
     c = client or hdfs.client(settings)
     store = batch.WebHdfsStore(c)
     version = batch.current_version(store, settings)
-    covered = batch.recorded_hours(store, settings, version)
+    failed = batch.failed_hours(store, settings, version)
+    covered = batch.recorded_hours(store, settings, version) - failed
     hours = batch.hours_between(start_ms, end_ms)
     rows = _batch_rows(c, settings, view, version, product, [h for h in hours if h in covered])
     speed_present = {h for h in map(batch.partition_hour, hdfs.list_names(c, f"{settings.speed_root}/{view}"))
@@ -109,6 +112,9 @@ def query(spark: "SparkSession | None", settings: Settings, view: str, product: 
         finally:
             if own:
                 spark.stop()
+    for row in rows:
+        if row["timestamp_hour"] in failed:
+            row["batch_failed"] = True
     return sorted(rows, key=lambda r: r["timestamp_hour"])
 
 
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'hour (UTC)':22}" + "".join(f"{c:>20}" for c in columns) + f"{'layer':>8}")
     for row in rows:
         print(f"{batch.iso(row['timestamp_hour']):22}" + "".join(f"{row[c]:>20}" for c in columns)
-              + f"{row['layer']:>8}")
+              + f"{row['layer']:>8}" + ("  (batch recomputation failed)" if row.get("batch_failed") else ""))
     if view == "activity_by_product":
         print(f"{'total':22}" + "".join(f"{sum(r[c] for r in rows):>20}" for c in columns))
     watermark = batch.state(batch.web_store(settings), settings)["watermark_iso"]
