@@ -16,9 +16,9 @@ catchup, so backfills work; at most 3 runs at a time.
    `recompute_hour` (SparkSubmitOperator, `spark_jobs/batch_recompute.py`): compacts the hour's
    landing files, reads only that hour's partition, de-duplicates on (topic, partition, offset) if a
    Kafka record landed twice, and replaces the hour in both views. **Late data**: it also recomputes
-   every hour of the previous `late_lookback_hours` whose landed rows changed since it was
-   recomputed (the hour record keeps the landing positions and counts it saw; manifests committed
-   since then tell the rows they added).
+   every recorded hour, however old, whose landed rows changed since it was recomputed (the hour
+   record keeps the rows it read; the offset-range manifests say how many rows each commit landed
+   in each hour). The Param `late_data: false` turns this off for a run.
    When `recompute_hour` fails for good, `record_failure` writes a failure record for the hour
    (`/lambda/batch/_failed/v<N>/<hour>.json`; the job itself also writes one for every hour it was
    recomputing): serving answers the hour from the speed layer with `"batch_failed": true` and the
@@ -34,8 +34,8 @@ the DAG meanwhile; `recompute_all` runs `batch_recompute.py --all`). Details, th
 the compaction protocol: `lambdaflow/batch.py`. The same from a shell:
 `lambdaflow batch --hour H | --from A --to B | --all`.
 
-Settings: Params `allowed_lateness_seconds` / `late_lookback_hours` override the Airflow Variables
-`lambdaflow_batch_allowed_lateness_seconds` / `lambdaflow_batch_late_lookback_hours`; environment (read
+Settings: Param `allowed_lateness_seconds` overrides the Airflow Variable
+`lambdaflow_batch_allowed_lateness_seconds`; environment (read
 when the file is parsed, no I/O): `LAMBDAFLOW_BATCH_START_DATE` (ISO 8601; default: today 00:00 UTC,
 so catchup covers the day the producer simulates by default), `LAMBDAFLOW_BATCH_POKE_SECONDS` (30),
 `LAMBDAFLOW_BATCH_SENSOR_TIMEOUT_SECONDS` (21600). A failed task notifies through the one lambdaflow
@@ -62,7 +62,6 @@ SETTINGS = Settings.from_env()
 # Named, not addressed by an HDFS URI: tests and other deployments move the root, the asset stays the same.
 BATCH_VIEWS = Asset("weblogs_batch_views")
 DEFAULT_ALLOWED_LATENESS_SECONDS = 60
-DEFAULT_LATE_LOOKBACK_HOURS = 6
 
 
 def _start_date() -> datetime:
@@ -79,9 +78,9 @@ def _setting(params: dict[str, Any], name: str, default: int) -> int:
     return int(Variable.get(f"lambdaflow_batch_{name}", default=default))
 
 
-def late_lookback_hours(params: dict[str, Any]) -> int:
+def late_data_flag(params: dict[str, Any]) -> str:
     """A macro: rendered when the task runs, never at parse time."""
-    return _setting(params, "late_lookback_hours", DEFAULT_LATE_LOOKBACK_HOURS)
+    return "--late" if params.get("late_data", True) else "--no-late"
 
 
 @dag(
@@ -100,17 +99,14 @@ def late_lookback_hours(params: dict[str, Any]) -> int:
                                           description="Extra wait after the hour is landed, for late events. Empty: "
                                                       "Variable lambdaflow_batch_allowed_lateness_seconds, else "
                                                       f"{DEFAULT_ALLOWED_LATENESS_SECONDS}."),
-        "late_lookback_hours": Param(None, type=["null", "integer"], minimum=0, maximum=168,
-                                     title="Late-data look-back (hours)",
-                                     description="Earlier hours checked for late data and recomputed when their "
-                                                 "landed rows changed. Empty: Variable "
-                                                 "lambdaflow_batch_late_lookback_hours, else "
-                                                 f"{DEFAULT_LATE_LOOKBACK_HOURS}."),
+        "late_data": Param(True, type="boolean", title="Recompute hours with late data",
+                           description="Also recompute every recorded hour, however old, whose landed rows "
+                                       "changed since it was recomputed (late events)."),
         "full_recompute": Param(False, type="boolean", title="Full recomputation",
                                 description="Recompute all history into a new version of the batch views and "
                                             "switch readers to it (pause the DAG meanwhile)."),
     },
-    user_defined_macros={"late_lookback_hours": late_lookback_hours},
+    user_defined_macros={"late_data_flag": late_data_flag},
 )
 def weblogs_batch() -> None:
     @task.sensor(poke_interval=float(os.environ.get("LAMBDAFLOW_BATCH_POKE_SECONDS", "30")),
@@ -137,7 +133,7 @@ def weblogs_batch() -> None:
         task_id="recompute_hour", name="weblogs_batch_recompute_hour", **submit,
         application_args=["--from", "{{ data_interval_start.isoformat() }}",
                           "--to", "{{ data_interval_end.isoformat() }}",
-                          "--late-lookback-hours", "{{ late_lookback_hours(params) }}", "--compact"])
+                          "{{ late_data_flag(params) }}", "--compact"])
     recompute_all = SparkSubmitOperator(
         task_id="recompute_all", name="weblogs_batch_recompute_all", **submit, application_args=["--all", "--compact"])
 

@@ -24,16 +24,19 @@ Rules:
   one (:func:`batch_watermark`). Every recomputation records every hour it was asked for, empty hours
   included, so hourly runs keep the run contiguous. The serving query answers covered hours from the
   batch views and every other hour from the speed views (:mod:`lambdaflow.serving`).
-- **Late data.** A record keeps the landing positions (per partition, the highest ``until_offset`` of the
-  committed offset-range manifests) listed just before the hour was read, the number of rows it read
-  (``landed_rows``) and how many of them lie below those positions (``rows_below_positions``: all of
-  them were committed, so visible, when the hour was read). Manifests committed later carry, in their
-  ``"hours"``, the rows they landed per hour (a batch still moving its files into place counts as
-  committed later, so it is never half-seen yet counted as seen), so the hour's landed count today is
-  ``rows_below_positions + sum(later manifests' hours[h])``. With ``--late-lookback-hours N`` (the DAG
-  passes it) a run also recomputes every recorded hour of the N hours before its interval whose count
-  changed (:func:`late_hours`). Reading only the manifests newer than the window's records keeps the
-  check's cost bounded by the window, not by history.
+- **Late data.** A record keeps the number of rows its recomputation read (``landed_rows``; also the
+  landing positions it saw and ``rows_below_positions``, for the record). Every committed manifest
+  carries, in its ``"hours"``, the rows it landed per event hour, so an hour's landed count today is
+  the sum over the manifests (kept as a roll-up, ``_late/landed_by_hour.json``, so that each run reads
+  only the manifests committed since: :func:`landed_by_hour`). Every run of ``--hour`` / ``--from
+  --to`` (unless ``--no-late``) also recomputes every recorded hour of the current version, however
+  old, whose landed count differs from its ``landed_rows`` (:func:`late_hours`): after the next run
+  the batch views equal the landed rows for every hour. A batch still moving its files into place
+  while an hour is read is counted by its manifest but not (fully) read, so the hour is recomputed by
+  the next run too.
+- **Failed hours.** A recomputation that fails writes ``_failed/v<N>/<h>.json`` for its hours (the
+  DAG's ``record_failure`` task does it too); the watermark moves past failed hours, serving answers
+  them from the speed layer flagged ``batch_failed``, and the next success removes the record.
 - **Full recomputation** (``--all``; the DAG's ``full_recompute`` Param): recompute every hour from the
   first to the last landed or recorded one into version N+1, then switch ``_CURRENT`` with one atomic
   rename-over, then delete the older versions. Pause ``weblogs_batch`` while it runs: an hour that an
@@ -477,32 +480,65 @@ def _read_manifests(spark: "SparkSession", settings: Settings, names: list[str])
     return {row["name"]: json.loads(row["value"]) for row in rows}
 
 
-def late_hours(spark: "SparkSession", fs: BatchFs, settings: Settings, version: int, before_ms: int,
-               lookback_hours: int, log: Log = _print) -> list[int]:
-    """Recorded hours of the ``lookback_hours`` before ``before_ms`` whose landed count has changed.
+def manifest_rollup_path(settings: Settings) -> str:
+    return f"{settings.batch_root}/_late/landed_by_hour.json"
 
-    See the module docstring ("Late data"): today's count of an hour is its record's
-    ``rows_below_positions`` plus the rows that manifests committed after the record's positions
-    landed in the hour; only those manifests are read.
+
+def landed_by_hour(spark: "SparkSession", fs: BatchFs, settings: Settings) -> dict[int, int]:
+    """Rows landed per event hour, summed over every committed manifest's ``hours``.
+
+    The sums are kept in a roll-up (``_late/landed_by_hour.json``: the manifests already counted and
+    the per-hour totals), so a run reads only the manifests committed since the roll-up was written,
+    in one Spark read; a manifest that disappeared from the commit log resets the roll-up. Runs that
+    race write consistent roll-ups (each one covers exactly its ``manifests``), the last one stays.
     """
-    window = range(floor_hour(before_ms) - lookback_hours * HOUR_MS, floor_hour(before_ms), HOUR_MS)
-    records = {h: r for h in window if (r := read_hour_record(fs, settings, version, h))}
+    names = set(manifest_names(fs, settings))
+    path = manifest_rollup_path(settings)
+    rollup = fs.read_json(path) or {}
+    counted = set(rollup.get("manifests", []))
+    totals = {int(h): int(n) for h, n in rollup.get("hours", {}).items()}
+    if not counted <= names:
+        counted, totals = set(), {}
+    new = sorted(names - counted)
+    for document in _read_manifests(spark, settings, new).values():
+        for hour, rows in document.get("hours", {}).items():
+            totals[int(hour)] = totals.get(int(hour), 0) + int(rows)
+    if new:
+        fs.write_json(path, {"manifests": sorted(counted | set(new)),
+                             "hours": {str(h): n for h, n in sorted(totals.items())}})
+    return totals
+
+
+def read_hour_records(spark: "SparkSession", fs: BatchFs, settings: Settings, version: int) -> dict[int, dict]:
+    """Every hour record of ``version``, in one Spark read (not one HDFS round trip per hour)."""
+    from pyspark.sql import functions as F
+
+    directory = records_path(settings, version)
+    if not recorded_hours(fs, settings, version):
+        return {}
+    rows = (spark.read.text(settings.uri(f"{directory}/*.json"), wholetext=True)
+            .select(F.col("_metadata.file_name").alias("name"), "value").collect())
+    return {int(r["name"][:-5]): json.loads(r["value"]) for r in rows if re.fullmatch(r"-?\d+\.json", r["name"])}
+
+
+def late_hours(spark: "SparkSession", fs: BatchFs, settings: Settings, version: int,
+               log: Log = _print) -> list[int]:
+    """Every recorded hour of ``version``, however old, whose landed rows changed since its recompute.
+
+    An hour's record keeps the rows its recomputation read (``landed_rows``); the committed manifests
+    say, in their ``hours``, how many rows each commit landed in each hour, so the hour's landed count
+    today is their sum (:func:`landed_by_hour`). A difference means late data (or a batch that was
+    still moving its files into place when the hour was read): the hour is recomputed.
+    """
+    records = read_hour_records(spark, fs, settings, version)
     if not records:
         return []
-    # A manifest committed after the oldest record's positions may concern any record of the window.
-    partitions = {int(p) for r in records.values() for p in r["positions"]}
-    floor = {p: min(int(r["positions"].get(str(p), 0)) for r in records.values()) for p in partitions}
-    ranges = {name: landing.parse_commit_key(name) for name in manifest_names(fs, settings)}
-    newer = {name: r for name, r in ranges.items() if committed_after(r, floor)}
-    contents = _read_manifests(spark, settings, sorted(newer))
+    landed = landed_by_hour(spark, fs, settings)
     stale = []
     for hour, record in sorted(records.items()):
-        positions = {int(p): v for p, v in record["positions"].items()}
-        later = sum(int(doc.get("hours", {}).get(str(hour), 0)) for name, doc in contents.items()
-                    if committed_after(newer[name], positions))
-        now_landed = record["rows_below_positions"] + later
-        if now_landed != record["landed_rows"]:
-            log(f"late data: hour {iso(hour)} recomputed with {record['landed_rows']} rows, now {now_landed} landed")
+        if landed.get(hour, 0) != record["landed_rows"]:
+            log(f"late data: hour {iso(hour)} recomputed with {record['landed_rows']} rows, "
+                f"now {landed.get(hour, 0)} landed")
             stale.append(hour)
     return stale
 
@@ -728,9 +764,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope.add_argument("--all", action="store_true",
                        help="full recomputation of all history into a new version, then switch readers to it")
     parser.add_argument("--to", dest="end", type=parse_time, help="end of the interval (exclusive)")
-    parser.add_argument("--late-lookback-hours", type=int, default=0, metavar="N",
-                        help="also recompute hours of the N hours before the interval whose landed rows changed "
-                             "since they were recomputed (late data); default 0")
+    parser.add_argument("--late", dest="late", action="store_true", default=True,
+                        help="recompute late hours too (the default; see --no-late)")
+    parser.add_argument("--no-late", dest="late", action="store_false",
+                        help="do not recompute the recorded hours whose landed rows changed since their "
+                             "recomputation (late data, however old); by default they are recomputed too")
     parser.add_argument("--compact", action="store_true",
                         help="compact the landing files of the hours first (fewer, larger files)")
     parser.add_argument("--allowed-lateness-seconds", type=float, default=60, metavar="S",
@@ -756,8 +794,8 @@ def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace,
     fs = BatchFs(spark, settings)
     version = current_version(fs, settings)
     todo = set(hours)
-    if args.late_lookback_hours > 0:
-        todo |= set(late_hours(spark, fs, settings, version, hours[0], args.late_lookback_hours, log))
+    if getattr(args, "late", True):
+        todo |= set(late_hours(spark, fs, settings, version, log))
     todo = sorted(todo)
     log(f"recomputing {len(todo)} hour(s) into v{version}: {', '.join(iso(h) for h in todo)}")
     if args.compact:

@@ -5,7 +5,7 @@ same code in-process)::
 
     spark-submit --jars <Kafka connector jars> spark_jobs/batch_recompute.py --hour 2026-11-24T10:00:00Z
     spark-submit ... spark_jobs/batch_recompute.py --from 2026-11-24T10:00:00Z --to 2026-11-24T13:00:00Z \\
-        [--late-lookback-hours 6] [--compact]
+        [--no-late] [--compact]
     spark-submit ... spark_jobs/batch_recompute.py --all [--compact]
 
 Intervals are half-open, [from, to), in UTC. Addresses and paths come from the environment

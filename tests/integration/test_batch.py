@@ -127,7 +127,7 @@ class LandingWriter:
 
 
 def args(**kw) -> argparse.Namespace:
-    base = {"hour": None, "start": None, "end": None, "all": False, "late_lookback_hours": 0, "compact": False}
+    base = {"hour": None, "start": None, "end": None, "all": False, "late": True, "compact": False}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -214,7 +214,7 @@ def test_late_events_are_recomputed_by_the_next_run(spark, isolated, writer) -> 
     checked = batch.validate_hour(isolated, H0)
     assert checked["late_rows_since_recompute"] == 40  # seen at rest, not yet in the views
 
-    records = batch.execute(spark, isolated, args(hour=at(H0 + 3 * HOUR), late_lookback_hours=6))
+    records = batch.execute(spark, isolated, args(hour=at(H0 + 3 * HOUR)))
     assert [r["timestamp_hour"] for r in records] == [H0, H0 + 3 * HOUR]  # H0+1h, H0+2h untouched
     assert records[0]["landed_rows"] == first[H0]["landed_rows"] + 40 == writer.landed(H0)
     activity = batch_view(spark, isolated, "activity_by_product").select(*ACTIVITY_COLUMNS)
@@ -223,7 +223,26 @@ def test_late_events_are_recomputed_by_the_next_run(spark, isolated, writer) -> 
         "product", "timestamp_hour", "unique_visitors"), spark.createDataFrame(writer.visitors(), VISITORS))
     # Nothing changed since: the next run finds no late hour.
     fs = batch.BatchFs(spark, isolated)
-    assert batch.late_hours(spark, fs, isolated, 1, H0 + 4 * HOUR, 6) == []
+    assert batch.late_hours(spark, fs, isolated, 1) == []
+
+
+def test_late_events_for_an_hour_two_days_old_are_exact_after_one_ordinary_run(spark, isolated, writer) -> None:
+    old, new = NOW_HOUR - 49 * HOUR, NOW_HOUR - 2 * HOUR  # far beyond any look-back window
+    writer.land_hours([old], per_hour=150, batches=1)
+    batch.execute(spark, isolated, args(hour=at(old)))
+    product = PRODUCTS[0]
+
+    writer.commit(writer.events(old, 60) + writer.events(new, 40))  # old timestamps, produced now
+    batch.execute(spark, isolated, args(hour=at(new)))  # the ordinary hourly run of a recent hour
+    truth = {h: (p_, a, v) for (p, h, p_, a, v) in writer.activity() if p == product}
+    rows = serving.query(spark, isolated, "activity", product, old, old + HOUR)
+    assert [(r["layer"], (r["purchase_count"], r["add_to_cart_count"], r["page_view_count"])) for r in rows] == [
+        ("batch", truth[old])]
+    landed_now = spark.read.parquet(isolated.uri(batch.landing_hour_path(isolated, old))).count()
+    assert batch.read_hour_record(batch.web_store(isolated), isolated, 1, old)["landed_rows"] == landed_now == 210
+    # --no-late leaves late hours alone
+    writer.commit(writer.events(old, 5))
+    assert [r["timestamp_hour"] for r in batch.execute(spark, isolated, args(hour=at(new), late=False))] == [new]
 
 
 def test_a_batch_still_moving_its_files_during_a_recompute_is_caught_as_late(spark, isolated, writer,
@@ -234,7 +253,7 @@ def test_a_batch_still_moving_its_files_during_a_recompute_is_caught_as_late(spa
     assert records[0]["landed_rows"] == writer.landed(H0) - 30
     writer.move()
 
-    records = batch.execute(spark, isolated, args(hour=at(H0 + HOUR), late_lookback_hours=2))
+    records = batch.execute(spark, isolated, args(hour=at(H0 + HOUR)))
     assert [r["timestamp_hour"] for r in records] == [H0, H0 + HOUR]
     assert records[0]["landed_rows"] == writer.landed(H0)
 
