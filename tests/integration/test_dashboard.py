@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from urllib.request import Request, urlopen
 
 import pytest
 
-from lambdaflow import dashboard, lag
+from lambdaflow import batch, dashboard, hdfs, lag, landing
 from lambdaflow import stack as local_stack
 from lambdaflow.stack.services import airflow_url
 
@@ -39,7 +40,9 @@ def recorded_sample(stack) -> dict:
 
 
 def get(url: str, timeout: float = 90) -> tuple[int, str, str]:
-    with urlopen(Request(url), timeout=timeout) as response:
+    """GET as the admin user (the dashboard is behind Airflow's login)."""
+    request = Request(url, headers={"Authorization": f"Bearer {local_stack.api_token()}"})
+    with urlopen(request, timeout=timeout) as response:
         return response.status, response.headers.get("Content-Type", ""), response.read().decode()
 
 
@@ -52,7 +55,12 @@ def test_summary_has_live_lag_history_landing_batch_and_dags(airflow, stack, rec
     sections = summary["sections"]
     for name in ("lag", "lag_history", "landing", "dags"):
         assert sections[name]["ok"], f"{name}: {sections[name].get('error')}"
-    assert "ok" in sections["batch"]  # another part owns the batch layer: present, ok or an error box
+    # the batch section is the batch layer's own state, read here directly
+    expected_batch = batch.state(batch.web_store(stack), stack)
+    assert sections["batch"]["ok"], sections["batch"].get("error")
+    shown = sections["batch"]["data"]
+    assert (shown["version"], shown["watermark"], shown["covered_hours"]) == (
+        expected_batch["version"], expected_batch["watermark"], len(expected_batch["hours"]))
 
     report = sections["lag"]["data"]
     assert [p["partition"] for p in report["partitions"]] == list(range(stack.partitions))
@@ -64,13 +72,89 @@ def test_summary_has_live_lag_history_landing_batch_and_dags(airflow, stack, rec
     assert history["samples"] >= 1 and history["last_sampled_at"] >= recorded_sample["sampled_at"]
     assert set(history["records"]) >= {f"p{p}" for p in range(stack.partitions)}
 
-    landing = sections["landing"]["data"]
-    assert landing["batches"] == landing["manifests_listed"] >= 0 and not landing["partial"]
+    shown = stable_landing_figures(airflow, stack, summary)
+    assert shown["batches"] == shown["manifests_listed"] and not shown["partial"]
 
     dags = {row["dag_id"]: row for row in sections["dags"]["data"]}
     for dag_id in dashboard.KNOWN_DAGS:
         assert dags[dag_id]["known_to_airflow"], f"{dag_id} not in Airflow's metadata DB"
         assert isinstance(dags[dag_id]["is_paused"], bool)
+
+
+def manifest_totals(settings) -> tuple[int, int, int]:
+    """(manifests, landed rows, quarantined rows) of a landing zone, read from its manifests here."""
+    client = hdfs.client(settings)
+    documents = [hdfs.read_json(client, f"{settings.landing_path}/{landing.MANIFESTS}/{key}.json")
+                 for key in landing.manifest_keys(client, settings.landing_path)]
+    return (len(documents), sum(d["landed_rows"] for d in documents), sum(d["quarantined_rows"] for d in documents))
+
+
+def stable_landing_figures(airflow: str, settings, summary: dict, attempts: int = 6) -> dict:
+    """The landing section equals the manifests read directly. The deployment's landing zone is shared
+    (an ingest may be committing), so compare when it did not change around the request, and let the
+    dashboard catch up when it reads the manifests over several requests (``partial``)."""
+    for _ in range(attempts):
+        before = manifest_totals(settings)
+        section = summary["sections"]["landing"]
+        assert section["ok"], section.get("error")
+        shown = section["data"]
+        after = manifest_totals(settings)
+        if before == after and not shown["partial"]:
+            assert (shown["batches"], shown["landed_rows"], shown["quarantined_rows"]) == before
+            return shown
+        time.sleep(dashboard.CACHE_S + 1)  # past the dashboard's cache
+        summary = json.loads(get(f"{airflow}/lambdaflow/api/summary?hours=24")[2])
+    pytest.fail(f"the landing zone kept changing or the dashboard stayed partial: {shown}")
+
+
+def test_dashboard_figures_equal_the_landing_zone(spark, isolated) -> None:
+    """On a landing zone of its own, filled by the real ingest: every figure the dashboard shows is
+    checked against the data at rest (Spark), Kafka, and the stored lag sample."""
+    from lambdaflow import kafka_admin
+    from lambdaflow.producer import produce
+
+    from .test_ingest import bounded
+
+    produced = produce(isolated, count=900, rate=0, seed=71, bad_fraction=0.05, start="2026-11-24T10:00:00Z",
+                       time_multiplier=3600, progress=False)
+    bounded(isolated)
+    recorded = lag.monitor(isolated, record=True)  # as the lag monitor DAG does
+
+    sections = dashboard.gather(isolated, hours=24 * 7)["sections"]
+    for name in ("lag", "lag_history", "landing"):
+        assert sections[name]["ok"], f"{name}: {sections[name].get('error')}"
+
+    # landing: totals, reasons and rows per hour, as the data at rest has them
+    landed = spark.read.parquet(isolated.uri(isolated.landing_path))
+    quarantined = spark.read.parquet(isolated.uri(isolated.quarantine_path))
+    shown = sections["landing"]["data"]
+    n_landed, n_quarantined = landed.count(), quarantined.count()
+    assert n_landed + n_quarantined == produced["acked"] == 900
+    assert n_quarantined == sum(produced["bad_injected"].values()) > 0
+    assert (shown["landed_rows"], shown["quarantined_rows"]) == (n_landed, n_quarantined)
+    keys = landing.manifest_keys(hdfs.client(isolated), isolated.landing_path)
+    assert shown["batches"] == shown["manifests_listed"] == len(keys) and not shown["partial"]
+    reasons = {r[0]: r[1] for r in quarantined.selectExpr("substring_index(reason, ':', 1) AS kind")
+               .groupBy("kind").count().collect()}
+    assert shown["quarantine_reasons"] == reasons and shown["quarantine_unattributed"] == 0
+    assert shown["quarantine_share"] == pytest.approx(n_quarantined / 900)
+    hours = {r[0]: r[1] for r in landed.groupBy("timestamp_hour").count().collect()}
+    assert (shown["event_hours"], shown["first_event_hour"], shown["last_event_hour"]) == (
+        len(hours), min(hours), max(hours))
+    assert {h: n for h, n in shown["recent_hours"] if n} == hours
+
+    # lag now: every partition at the log end, which is the landing position
+    ends = kafka_admin.end_offsets(isolated)
+    assert landing.positions(hdfs.client(isolated), isolated.landing_path) == ends
+    report = sections["lag"]["data"]
+    assert [(p["partition"], p["log_end_offset"], p["committed_offset"], p["lag"], p["status"])
+            for p in report["partitions"]] == [(p, end, end, 0, lag.OK) for p, end in sorted(ends.items())]
+    assert (report["total_lag"], report["status"]) == (0, lag.OK)
+
+    # lag history: the one stored sample, one point per partition at lag 0
+    history = sections["lag_history"]["data"]
+    assert (history["samples"], history["last_sampled_at"]) == (1, recorded["sampled_at"])
+    assert history["records"] == {name: [[recorded["sampled_at"], 0]] for name in [*(f"p{p}" for p in ends), "total"]}
 
 
 def test_page_renders_the_tables_and_charts(airflow, stack, recorded_sample) -> None:
