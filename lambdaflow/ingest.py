@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -33,10 +32,12 @@ import time
 from lambdaflow import landing
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
+# The single-writer lock, fenced by epochs: a driver paused past the takeover timeout
+# (LAMBDAFLOW_LOCK_STALE_S, default 60 s) and taken over can never commit again.
+from lambdaflow.storage.lock import LockLost, WriterLock as IngestLock
 
 log = logging.getLogger("lambdaflow.ingest")
 
-LOCK_STALE_S = 60.0
 # The steps of a batch commit where the test hook (LandingCommitter._test_pause) can hold the ingest.
 TEST_PAUSE_STEPS = ("staged", "manifest_written", "moved_partially", "moved")
 
@@ -47,61 +48,6 @@ class StopIngest(Exception):
 
 class RetentionGap(UserError):
     """Kafka no longer holds offsets the landing zone needs."""
-
-
-class IngestLock:
-    """One writer per landing zone: a lock file in HDFS naming its holder, refreshed by a heartbeat.
-
-    A second ingest fails with a message naming the holder. A lock whose holder is gone (same host,
-    dead pid) or whose heartbeat is older than ``LOCK_STALE_S`` is taken over.
-    """
-
-    def __init__(self, fs, path: str) -> None:
-        self.fs, self.path = fs, path
-        self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "started_ms": _now_ms()}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def acquire(self) -> None:
-        if self.fs.exists(self.path):
-            current = json.loads(self.fs.read_text(self.path))
-            age_s = (_now_ms() - self.fs.modification_time_ms(self.path)) / 1000
-            same_host_dead = current.get("host") == self.holder["host"] and not _pid_alive(current.get("pid", -1))
-            if current.get("pid") != self.holder["pid"] and age_s < LOCK_STALE_S and not same_host_dead:
-                raise UserError(
-                    f"another ingest holds the landing zone lock {self.path}: host {current.get('host')} "
-                    f"pid {current.get('pid')} (heartbeat {age_s:.0f}s ago); stop it first")
-            log.warning("taking over a stale ingest lock held by %s", current)
-        self.fs.write_atomic(self.path, json.dumps(self.holder))
-        self._thread = threading.Thread(target=self._heartbeat, name="ingest-lock-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(LOCK_STALE_S / 4):
-            try:
-                self.fs.write_atomic(self.path, json.dumps({**self.holder, "heartbeat_ms": _now_ms()}))
-            except Exception as exc:  # the next beat retries; a lost lock shows as a stale heartbeat
-                log.warning("lock heartbeat failed: %s", exc)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        try:
-            if self.fs.exists(self.path) and json.loads(self.fs.read_text(self.path)).get("pid") == self.holder["pid"]:
-                self.fs.delete(self.path, recursive=False)
-        except Exception as exc:
-            log.warning("could not release the ingest lock %s: %s", self.path, exc)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except (ProcessLookupError, TypeError, ValueError):
-        return False
-    except PermissionError:
-        return True
 
 
 def _now_ms() -> int:
@@ -122,6 +68,7 @@ class LandingCommitter:
         self.stopping = False
         self.totals = {"batches": 0, "landed": 0, "quarantined": 0}
         self._group_consumer = None
+        self.lock: IngestLock | None = None  # set by run_stream: commits go through its fenced commit point
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -163,6 +110,8 @@ class LandingCommitter:
         with self.batch_lock:
             if self.stopping:
                 raise StopIngest("stop requested")
+            if self.lock is not None and self.lock.lost is not None:
+                raise self.lock.lost
             self._commit_batch(records, batch_id)
 
     def _commit_batch(self, records, batch_id: int) -> None:
@@ -198,7 +147,8 @@ class LandingCommitter:
                     reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["n"]
             landing.check_records_within(ranges, bounds)  # an empty batch (all aborted) commits its range too
             key = landing.commit_key(ranges)
-            stage = f"{self.staging}/{key}"
+            epoch = self.lock.epoch if self.lock is not None else None
+            stage = f"{self.staging}/{landing.staging_name(key, epoch)}"
             self.fs.delete(stage)
             n_landed, n_quarantined = sum(hours.values()), sum(reasons.values())
             uri = self.settings.uri
@@ -216,12 +166,12 @@ class LandingCommitter:
         files = self._plan_moves(stage, key)
         self._test_pause("staged")
         manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
-                                             hours, _now_ms(), reasons)
-        self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))  # the commit point
+                                             hours, _now_ms(), reasons, epoch=epoch)
+        self._commit_manifest(key, manifest)  # the commit point, fenced
         self._test_pause("manifest_written")
         self._move_files(files, recovering=False)
         self._test_pause("moved")
-        self.fs.delete(stage)
+        self.fs.delete(f"{self.staging}/{key}")  # with any leftovers of fenced epochs
         for r in ranges:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
         self._commit_group_offsets()
@@ -231,6 +181,16 @@ class LandingCommitter:
         log.info("batch %d committed %s: landed %d, quarantined %d, offsets %s, %.2fs", batch_id, key, n_landed,
                  n_quarantined, ", ".join(f"p{r.partition}:[{r.from_offset},{r.until_offset})" for r in ranges),
                  time.monotonic() - started)
+
+    def _commit_manifest(self, key: str, manifest: dict) -> None:
+        """Make the manifest visible: through the lock's fenced commit point (fails once taken over)."""
+        if self.lock is None:  # tools and tests without a lock
+            self.fs.write_atomic(f"{self.manifests}/{key}.json", landing.dumps(manifest))
+            return
+        if not getattr(self, "_manifests_made", False):
+            self.fs.mkdirs(self.manifests)
+            self._manifests_made = True
+        self.lock.commit(f"{key}.json", landing.dumps(manifest), self.manifests)
 
     def _plan_moves(self, stage: str, key: str) -> list[dict]:
         """Staged data files -> their final paths, named by the commit key."""
@@ -260,13 +220,14 @@ class LandingCommitter:
             if recovering:
                 if self.fs.exists(f["final"]):
                     continue  # moved before the crash
-                if not self.fs.exists(f["staged"]):
+                if not self.fs.exists(f["staged"]) and not self.fs.exists(f["final"]):
                     raise RuntimeError(f"committed file lost: neither {f['staged']} nor {f['final']} exists")
             parent = f["final"].rsplit("/", 1)[0]
             if parent not in made:
                 self.fs.mkdirs(parent)
                 made.add(parent)
-            self.fs.rename(f["staged"], f["final"], make_parent=False)
+            if not self.fs.try_rename(f["staged"], f["final"]) and not self.fs.exists(f["final"]):
+                raise OSError(f"HDFS rename {f['staged']} -> {f['final']} failed")
             if not recovering and f is files[0]:
                 self._test_pause("moved_partially")
 
@@ -317,10 +278,12 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
 
     spark = session("lambdaflow-ingest", settings)
     fs = JvmFs(spark, settings.hdfs_url)
-    lock = IngestLock(fs, f"{settings.root}/checkpoints/ingest.lock")
+    lock = IngestLock(fs, settings.landing_path)
     lock.acquire()
     committer = LandingCommitter(spark, settings, fs, lg_config_k)
+    committer.lock = lock
     stop_requested = threading.Event()
+    lock.on_lost = stop_requested.set  # taken over: stop the query; the loss is raised below
 
     def on_signal(signum, _frame) -> None:
         log.info("signal %d: finishing the current batch, then stopping", signum)
@@ -347,6 +310,7 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
                 log.info("ingest started: topic %s, landing positions %s, checkpoint %s", settings.topic,
                          committer.positions or "none (from earliest)", settings.checkpoint_path)
                 error = _supervise(query, committer, stop_requested, lambda: fs.exists(marker))
+            _raise_if_lost(lock, error)
             if error is None or isinstance(error, StopIngest) or stop_requested.is_set():
                 break
             if attempt == 1 and _is_checkpoint_problem(error):
@@ -366,6 +330,19 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
             signal.signal(s, handler)
         committer.close()
         lock.release()
+
+
+def _raise_if_lost(lock: IngestLock, error: Exception | None) -> None:
+    """A driver that was taken over exits with LockLost (naming the new holder), whatever else failed."""
+    if lock.lost is None and error is not None:
+        try:
+            lock.check()
+        except LockLost:
+            pass
+        except Exception as exc:  # HDFS unreachable: report the query's own error
+            log.warning("could not check the landing zone lock: %s", exc)
+    if lock.lost is not None:
+        raise lock.lost
 
 
 def _start_query(spark, settings, committer, starting, available_now, trigger_interval, max_offsets):

@@ -4,18 +4,21 @@ Layout under ``settings.landing_path`` (``/lambda/landing/weblogs``)::
 
     timestamp_hour=<epoch ms>/part-<commit key>-<n>.snappy.parquet   landed events
     _manifests/<commit key>.json                                     one per committed micro-batch
-    _staging/<commit key>/...                                        a batch being written
+    _staging/<commit key>/e<epoch>/...                               a batch being written
+    _writer/                                                         the fenced writer's lock
+                                                                     (lambdaflow.storage.lock)
 
 A **commit key** names a micro-batch by its offset ranges, never by Spark's batch id (a new
 checkpoint restarts batch ids at 0): ``<partition>-<from>-<until>`` per topic-partition, sorted by
 partition, joined by ``_``; ``from`` inclusive, ``until`` exclusive, e.g. ``0-0-1200_2-17-90``.
 
-**Commit protocol** (one writer, see ``IngestLock``):
+**Commit protocol** (one writer, fenced by epochs: ``lambdaflow.storage.lock``):
 
 1. write the batch's files (landed rows, quarantined rows, speed-view partials) under
-   ``_staging/<key>/``;
-2. write ``_manifests/<key>.json`` listing the ranges, counts and every staged -> final file
-   (temp file + rename: this is the commit point);
+   ``_staging/<key>/e<epoch>/``;
+2. create the manifest listing the ranges, counts, writer epoch and every staged -> final file in
+   the epoch's outbox, then rename it to ``_manifests/<key>.json``: the commit point, which fails
+   once a newer epoch has fenced this one (``WriterLock.commit``);
 3. rename each staged file to its final place, then delete ``_staging/<key>``.
 
 **Recovery** (``recover``, run before the stream starts): a staging directory with a manifest is
@@ -144,10 +147,18 @@ def merge_ranges(keys: Iterable[str]) -> dict[int, list[tuple[int, int]]]:
     return merged
 
 
+def staging_name(key: str, epoch: int | None) -> str:
+    """A batch's staging directory under ``_staging``: ``<key>/e<epoch>``, one per writer epoch, so
+    a fenced writer resuming mid-batch never adds files to the directory its successor lists
+    (recovery handles ``_staging/<key>`` as a whole)."""
+    return key if epoch is None else f"{key}/e{epoch}"
+
+
 def manifest_document(topic: str, ranges: list[OffsetRange], files: list[dict], landed: int,
                       quarantined: int, hours: dict[int, int], committed_at_ms: int,
-                      quarantine_reasons: dict[str, int] | None = None) -> dict:
+                      quarantine_reasons: dict[str, int] | None = None, epoch: int | None = None) -> dict:
     return {
+        "epoch": epoch,
         "topic": topic,
         "ranges": [dataclasses.asdict(r) for r in sorted(ranges)],
         "files": files,

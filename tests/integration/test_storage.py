@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -94,3 +95,34 @@ def test_webhdfs_create_if_absent_and_atomic_replace(stack: Settings, base: str)
     race(3, lambda i: [storage.web_write_json(clients[i], target, {"n": i}) for _ in range(5)])
     assert hdfs.read_json(clients[0], target)["n"] in (0, 1, 2)
     assert [n for n in clients[0].list(base) if n.startswith("_tmp.")] == []
+
+
+def test_fenced_lock_refuses_a_live_holder_and_fences_a_paused_one(stack: Settings, spark, base: str) -> None:
+    from lambdaflow.storage.lock import LockHeld, LockLost, WriterLock
+
+    fs = storage.JvmFs(spark, stack.hdfs_url)
+    landing_path = f"{base}/landing"
+    manifests = f"{landing_path}/_manifests"
+    fs.mkdirs(manifests)
+    first = WriterLock(fs, landing_path, stale_s=2)
+    assert first.acquire() == 1
+    first.commit("0-0-10.json", "{}", manifests)
+    second = WriterLock(fs, landing_path, stale_s=2)
+    with pytest.raises(LockHeld, match="another ingest holds the landing zone lock"):
+        second.acquire()
+
+    first._stop.set()  # the first holder freezes: no heartbeat any more
+    first._thread.join()
+    time.sleep(2.5)
+    second.holder["pid"] = 424242  # as if another process
+    assert second.acquire() == 2  # the first's heartbeat is older than the takeover timeout
+    assert not fs.exists(f"{landing_path}/_writer/outbox-1")  # the fence
+    # the paused holder resumes: its commit fails, naming the new holder, and nothing becomes visible
+    with pytest.raises(LockLost, match="lost the landing zone lock to host .* pid 424242 \\(epoch 2\\)"):
+        first.commit("0-10-20.json", "{}", manifests)
+    second.commit("0-10-25.json", "{}", manifests)
+    assert sorted(n.rsplit("/", 1)[1] for n in fs.list(manifests)) == ["0-0-10.json", "0-10-25.json"]
+    second.release()
+    third = WriterLock(fs, landing_path, stale_s=60)
+    assert third.acquire() == 3  # released: taken at once
+    third.release()

@@ -38,3 +38,8 @@ def test_spark_offset_log_files_parse() -> None:
     with pytest.raises(ValueError):
         offset_log.parse_offset_log(v1, "other")
 
+
+def test_staging_names_are_per_epoch_and_give_back_the_key() -> None:
+    key = landing.commit_key([landing.OffsetRange(0, 0, 5), landing.OffsetRange(1, 2, 9)])
+    assert landing.staging_name(key, 7) == f"{key}/e7"  # recovery handles _staging/<key> as a whole
+    assert landing.staging_name(key, None) == key
