@@ -45,7 +45,8 @@ def test_every_param_default_passes_its_own_validation(dagbag) -> None:
 
 @pytest.mark.parametrize(("dag_id", "name", "bad"), [
     ("weblogs_lag_monitor", "window", 0), ("weblogs_lag_monitor", "restart_after_s", -1),
-    ("weblogs_lag_monitor", "remediate", "yes please"), ("weblogs_batch", "late_lookback_hours", 1000),
+    ("weblogs_lag_monitor", "remediate", "yes please"), ("weblogs_batch", "allowed_lateness_seconds", -5),
+    ("weblogs_batch", "late_data", "sure"),
     ("weblogs_producer", "format", "xml"), ("weblogs_producer", "bad_fraction", 2),
     ("weblogs_producer", "start", "yesterday"),
 ])
