@@ -60,8 +60,9 @@ from lambdaflow.monitoring.notifier import failure_notifier
         "max_offsets_per_trigger": Param(0, type="integer", minimum=0, title="Max offsets per trigger",
                                          description="Rate limit per micro-batch when this run starts the "
                                                      "job (0 = no limit)."),
-        "watch_hours": Param(12, type="number", minimum=0.01, maximum=168, title="Watch hours",
-                             description="How long one run watches the job before the next run adopts it."),
+        "watch_hours": Param(12, type="number", minimum=0, maximum=168, title="Watch hours",
+                             description="How long one run watches the job before the next run adopts it "
+                                         "(0: one check, then the run ends)."),
     },
 )
 def weblogs_ingest():
@@ -84,13 +85,14 @@ def weblogs_ingest():
 
         from lambdaflow.stack import ingest_service
 
-        state = ingest_service.state()
+        name = started.get("name") or ingest_service.NAME
+        state = ingest_service.state(name=name)
         if state["state"] != "running":
-            if ingest_service.stopped_on_request():
+            if ingest_service.stopped_on_request(name):
                 print("the streaming ingest stopped on request (stop marker or SIGTERM)")
                 return PokeReturnValue(is_done=True, xcom_value="stopped")
             raise AirflowFailException(f"the streaming ingest (pid {started['pid']}) exited; see {state['log']}:\n"
-                               f"{ingest_service.log_tail()}")
+                                       f"{ingest_service.log_tail(name)}")
         if state["pid"] != started["pid"]:
             print(f"the job now runs as pid {state['pid']} (started elsewhere); adopting it")
         print(ingest_service.progress_line())

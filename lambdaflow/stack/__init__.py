@@ -30,7 +30,7 @@ AIRFLOW = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "
 
 def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool]:
     """Start the services (all by default) that are not up; returns {name: started_now}."""
-    names = services or CORE + METADATA_DB + AIRFLOW
+    names = CORE + METADATA_DB + AIRFLOW if services is None else services
     unknown = set(names) - SERVICES.keys()
     if unknown:
         raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
@@ -67,7 +67,7 @@ def _ensure_hdfs_tree() -> None:
 def down(services: list[str] | None = None, quiet: bool = False) -> list[str]:
     """Stop every service this checkout started (Airflow first: it may be running Spark jobs), or
     only the named ones. Each daemon's whole session goes, including what a killed daemon left."""
-    names = services or list(SERVICES)
+    names = list(SERVICES) if services is None else services  # [] stops nothing, never everything
     unknown = set(names) - SERVICES.keys()
     if unknown:
         raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")

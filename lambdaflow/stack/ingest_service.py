@@ -21,19 +21,30 @@ import time
 from lambdaflow.config import Settings
 from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, Daemon, ServiceError
 
-NAME = "ingest"
+NAME = "ingest"  # the deployment's own landing zone; another root gets "ingest-<hash of the root>"
 READY_LINE = "ingest started"  # logged by lambdaflow.ingest once the streaming query runs
 STARTS_FILE = RUN_DIR / "ingest-starts.json"
 BACKOFF_S = (0, 15, 30, 60, 120, 300)  # before the n-th start within BACKOFF_WINDOW_S
 BACKOFF_WINDOW_S = 1800
 
 
-def daemon(settings: Settings | None = None, name: str = NAME, trigger_interval: str = "1 second",
+def service_name(settings: Settings) -> str:
+    """One service per landing zone: ``ingest`` for the deployment's root, a name of its own for
+    another (a test's, or `airflow dags test weblogs_ingest` on an isolated root)."""
+    import hashlib
+
+    if settings.root == Settings.root:
+        return NAME
+    return f"{NAME}-{hashlib.sha1(settings.root.encode()).hexdigest()[:8]}"
+
+
+def daemon(settings: Settings | None = None, name: str | None = None, trigger_interval: str = "1 second",
            max_offsets_per_trigger: int = 0) -> Daemon:
     """The ingest service for these settings (topic, landing root, checkpoint)."""
     from lambdaflow import spark
 
     settings = settings or Settings.from_env()
+    name = name or service_name(settings)
     args = ["--mode", "continuous", "--trigger-interval", trigger_interval,
             "--max-offsets-per-trigger", str(max_offsets_per_trigger)]
 
@@ -66,27 +77,29 @@ def _finish_batch_then_exit(sid: int, timeout_s: float = 90.0) -> None:
         time.sleep(0.5)
 
 
-def state(settings: Settings | None = None, name: str = NAME) -> dict:
-    """``{"state": "running" | "stopped", "pid", "log", "root", "topic"}`` of the service."""
+def state(settings: Settings | None = None, name: str | None = None) -> dict:
+    """``{"state": "running" | "stopped", "name", "pid", "log", "root", "topic"}`` of the service."""
     service = daemon(settings, name)
+    name = service.name
     pid = service.pid()
     info = _read_starts().get(name, {})
-    return {"state": "running" if pid else "stopped", "pid": pid, "log": str(service.log_file),
+    return {"state": "running" if pid else "stopped", "name": name, "pid": pid, "log": str(service.log_file),
             "root": info.get("root"), "topic": info.get("topic")}
 
 
-def ensure_running(settings: Settings | None = None, name: str = NAME, trigger_interval: str = "1 second",
+def ensure_running(settings: Settings | None = None, name: str | None = None, trigger_interval: str = "1 second",
                    max_offsets_per_trigger: int = 0, quiet: bool = True) -> dict:
     """Adopt the running service or start it (after a back-off when it keeps dying); wait until its
-    streaming query runs. Returns ``{"action": "adopted" | "started", "pid", "log"}``."""
+    streaming query runs. Returns ``{"action": "adopted" | "started", "name", "pid", "log"}``."""
     settings = settings or Settings.from_env()
     service = daemon(settings, name, trigger_interval, max_offsets_per_trigger)
+    name = service.name
     if service.pid() is not None:
         running_for = _read_starts().get(name, {})
         if running_for.get("root") not in (None, settings.root):
             raise ServiceError(f"the ingest service {name} runs for {running_for.get('root')}, not {settings.root}")
         service._wait_ready(service.pid())  # a service still booting is adopted once its query runs
-        return {"action": "adopted", "pid": service.pid(), "log": str(service.log_file)}
+        return {"action": "adopted", "name": name, "pid": service.pid(), "log": str(service.log_file)}
     wait_s = _backoff_s(name)
     if wait_s:
         if not quiet:
@@ -94,10 +107,10 @@ def ensure_running(settings: Settings | None = None, name: str = NAME, trigger_i
         time.sleep(wait_s)
     _record_start(name, settings)
     service.start(quiet=quiet)
-    return {"action": "started", "pid": service.pid(), "log": str(service.log_file)}
+    return {"action": "started", "name": name, "pid": service.pid(), "log": str(service.log_file)}
 
 
-def stop(settings: Settings | None = None, name: str = NAME, timeout_s: float = 120.0) -> bool:
+def stop(settings: Settings | None = None, name: str | None = None, timeout_s: float = 120.0) -> bool:
     """Stop the service cleanly (SIGTERM: the running batch commits first). True if it was running."""
     return daemon(settings, name).stop(timeout_s=timeout_s)
 

@@ -47,7 +47,9 @@ def deployment(stack: Settings):
     local_stack.api("PATCH", "/dags/weblogs_batch", {"is_paused": True})
     if not ingest_was_running:
         ingest_service.stop(settings)
-    local_stack.down(services=[n for n, up in already.items() if not up and n in local_stack.AIRFLOW], quiet=True)
+    started_here = [n for n, up in already.items() if not up and n in local_stack.AIRFLOW]
+    if started_here:  # the Spark-heavy tests that follow need the cores
+        local_stack.down(services=started_here, quiet=True)
 
 
 def test_backfill_of_closed_hours_succeeds_and_matches_the_landing_zone(deployment: Settings) -> None:

@@ -78,7 +78,7 @@ def test_ingest_outlives_a_killed_scheduler_and_is_adopted(service) -> None:
 
     # the next supervisor adopts the running job instead of starting another
     again = ingest_service.ensure_running(settings, name)
-    assert again == {"action": "adopted", "pid": pid, "log": first["log"]}
+    assert again == {"action": "adopted", "name": name, "pid": pid, "log": first["log"]}
 
     # a clean stop through the stop marker: the job finishes its batch and exits 0
     from lambdaflow.ingest import request_stop
