@@ -375,7 +375,10 @@ def _supervise(query, committer: LandingCommitter, stop_requested: threading.Eve
                 committer.stopping = True
             query.stop()
             break
-        query.awaitTermination(0.5)
+        try:
+            query.awaitTermination(0.5)
+        except Exception:  # pyspark raises the query's failure here; it is judged below, from query.exception()
+            break
     exc = query.exception()
     if exc is None:
         return None
