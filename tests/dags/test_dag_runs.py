@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -62,8 +63,21 @@ def test_dags_test_weblogs_ingest_bounded(pipeline: Settings) -> None:
 
 
 def test_dags_test_weblogs_lag_monitor_caught_up(pipeline: Settings) -> None:
-    output = dags_test(pipeline, "weblogs_lag_monitor")
-    assert "total_lag" in output or "lag" in output
+    from lambdaflow import lag
+
+    started_ms = int(time.time() * 1000)
+    dags_test(pipeline, "weblogs_lag_monitor")
+    # The run stored one sample in the lag history (HDFS), read back here: caught up, status OK.
+    samples = lag.history(pipeline, hours=None)
+    assert len(samples) == 1, f"expected the run's one sample in {lag.history_dir(pipeline)}, found {samples}"
+    stored = samples[0]
+    assert (stored["group"], stored["topic"]) == (pipeline.ingest_group, pipeline.topic)
+    assert started_ms <= stored["sampled_at"] <= int(time.time() * 1000)
+    ends = kafka_admin.end_offsets(pipeline)
+    assert sum(ends.values()) == EVENTS
+    assert [(p["partition"], p["log_end_offset"], p["committed_offset"], p["lag"], p["status"])
+            for p in stored["partitions"]] == [(n, end, end, 0, lag.OK) for n, end in sorted(ends.items())]
+    assert (stored["total_lag"], stored["status"]) == (0, lag.OK)
 
 
 def test_dags_test_weblogs_batch_one_hour(pipeline: Settings) -> None:
