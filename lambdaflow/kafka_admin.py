@@ -77,7 +77,7 @@ def _offsets(settings: Settings, topic: str | None, which: str) -> dict[int, int
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         result = getattr(consumer, which)(tps) if tps else {}
-        return {tp.partition: offset for tp, offset in result.items()}
+        return dict(sorted((tp.partition, offset) for tp, offset in result.items()))  # by partition
     finally:
         consumer.close()
 

@@ -1,6 +1,10 @@
-"""The storage layer: HDFS write primitives (:mod:`.fs`) and the fenced single writer (:mod:`.lock`).
+"""The storage layer of the landing zone.
 
-Every atomic HDFS operation lambdaflow relies on lives in :mod:`lambdaflow.storage.fs`, once, for
-both ways lambdaflow reaches HDFS (the NameNode RPC through Spark's JVM, and WebHDFS from plain
-Python): create-if-absent, atomic replace (rename with OVERWRITE), fail-if-exists rename.
+- :mod:`.fs` — every atomic HDFS operation lambdaflow relies on, once, for both ways it reaches
+  HDFS (the NameNode RPC through Spark's JVM, and WebHDFS from plain Python): create-if-absent,
+  atomic replace (rename with OVERWRITE), fail-if-exists rename;
+- :mod:`.lock` — the fenced single writer: epochs, the conditional commit point, the heartbeat;
+- :mod:`.offset_log` — a micro-batch's Kafka offset range, read from the query's offset log.
+
+The landing-zone layout and commit log are still in :mod:`lambdaflow.landing`.
 """
