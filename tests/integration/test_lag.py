@@ -63,8 +63,9 @@ def land(settings: Settings, *names: str) -> None:
     for name in names:
         ranges = landing.parse_commit_key(name.removeprefix("_tmp.").removesuffix(".json"))
         rows = sum(r.count for r in ranges)
-        files = [{"kind": "landing", "staged": f"{settings.landing_path}/{landing.STAGING}/{name}/landing/part-0.parquet",
-                  "final": f"{settings.landing_path}/timestamp_hour={landing.hour_of(now_ms)}/part-{name}-0.snappy.parquet"}]
+        hour_dir = f"{settings.landing_path}/timestamp_hour={landing.hour_of(now_ms)}"
+        staged = f"{settings.landing_path}/{landing.STAGING}/{name}/landing/part-0.parquet"
+        files = [{"kind": "landing", "staged": staged, "final": f"{hour_dir}/part-{name}-0.snappy.parquet"}]
         document = landing.dumps(landing.manifest_document(settings.topic, ranges, files, rows, 0,
                                                            {landing.hour_of(now_ms): rows}, now_ms))
         if name.startswith("_tmp."):

@@ -11,15 +11,16 @@ import pytest
 
 from lambdaflow.ingest import QueryFailed, StopIngest, _is_checkpoint_problem
 
+METADATA_LOG = "org.apache.spark.sql.execution.streaming.checkpointing.HDFSMetadataLog"
 STREAM_FAILED = ("org.apache.spark.sql.streaming.StreamingQueryException", "STREAM_FAILED",
                  "org.apache.spark.sql.execution.streaming.runtime.StreamExecution")
 
 GARBAGE_OFFSET_LOG = [STREAM_FAILED,
-                      ("java.lang.IllegalStateException", None, "org.apache.spark.sql.execution.streaming.checkpointing.HDFSMetadataLog"),
+                      ("java.lang.IllegalStateException", None, METADATA_LOG),
                       ("org.apache.spark.SparkIllegalStateException", "MALFORMED_LOG_FILE",
                        "org.apache.spark.sql.errors.QueryExecutionErrors$")]
 NEWER_SPARK_LOG = [STREAM_FAILED,
-                   ("java.lang.IllegalStateException", None, "org.apache.spark.sql.execution.streaming.checkpointing.HDFSMetadataLog"),
+                   ("java.lang.IllegalStateException", None, METADATA_LOG),
                    ("org.apache.spark.SparkIllegalStateException", "INVALID_LOG_VERSION.MAX_SUPPORTED_VERSION",
                     "org.apache.spark.sql.errors.QueryExecutionErrors$")]
 OTHER_SOURCE_OFFSETS = [STREAM_FAILED,
@@ -33,12 +34,13 @@ KAFKA_METADATA_TIMEOUT = [STREAM_FAILED,
                           ("org.apache.kafka.common.errors.TimeoutException", None,
                            "org.apache.spark.sql.kafka010.KafkaOffsetReaderAdmin")]
 KAFKA_NODE_TIMEOUT = [STREAM_FAILED,
-                      ("java.util.concurrent.ExecutionException", None, "org.apache.spark.sql.kafka010.ConsumerStrategy"),
+                      ("java.util.concurrent.ExecutionException", None,
+                       "org.apache.spark.sql.kafka010.ConsumerStrategy"),
                       ("org.apache.kafka.common.errors.TimeoutException", None, None)]
 KAFKA_DATA_LOSS = [STREAM_FAILED,
                    ("org.apache.spark.sql.kafka010.KafkaIllegalStateException", "KAFKA_DATA_LOSS.PARTITIONS_DELETED",
                     "org.apache.spark.sql.kafka010.KafkaExceptions$")]
-HDFS_DOWN = [STREAM_FAILED, ("java.net.ConnectException", None, "org.apache.spark.sql.execution.streaming.checkpointing.HDFSMetadataLog")]
+HDFS_DOWN = [STREAM_FAILED, ("java.net.ConnectException", None, METADATA_LOG)]
 
 
 @pytest.mark.parametrize("chain", [GARBAGE_OFFSET_LOG, NEWER_SPARK_LOG, OTHER_SOURCE_OFFSETS, MISSING_METADATA_FILE,
@@ -98,12 +100,12 @@ def test_the_java_chain_is_read_outermost_first() -> None:
     inner = FakeThrowable("org.apache.spark.SparkIllegalStateException", "MALFORMED_LOG_FILE",
                           ["scala.Predef$", "org.apache.spark.sql.errors.QueryExecutionErrors$"])
     middle = FakeThrowable("java.lang.IllegalStateException", None,
-                           ["org.apache.spark.sql.execution.streaming.checkpointing.HDFSMetadataLog"], inner)
+                           [METADATA_LOG], inner)
     outer = FakeThrowable("org.apache.spark.sql.streaming.StreamingQueryException", "STREAM_FAILED", [], middle)
     failure = QueryFailed.from_java("query failed", outer)
     assert failure.chain == [
         ("org.apache.spark.sql.streaming.StreamingQueryException", "STREAM_FAILED", None),
-        ("java.lang.IllegalStateException", None, "org.apache.spark.sql.execution.streaming.checkpointing.HDFSMetadataLog"),
+        ("java.lang.IllegalStateException", None, METADATA_LOG),
         ("org.apache.spark.SparkIllegalStateException", "MALFORMED_LOG_FILE",
          "org.apache.spark.sql.errors.QueryExecutionErrors$")]
     assert _is_checkpoint_problem(failure)
