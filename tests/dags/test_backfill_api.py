@@ -13,6 +13,7 @@ from lambdaflow import batch, hdfs, kafka_admin, landing, producer
 from lambdaflow import stack as local_stack
 from lambdaflow.config import Settings
 from lambdaflow.stack import ingest_service
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +24,6 @@ HOURS = 2
 def iso(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def wait_until(what: str, check, timeout_s: float, every: float = 5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_backfill_of_closed_hours_succeeds_and_matches_the_landing_zone(deployme
     assert summary["acked"] == count
     client = hdfs.client(settings)
     wait_until("the ingest to land the events", lambda: landing.positions(client, settings.landing_path)
-               == kafka_admin.end_offsets(settings), timeout_s=300)
+               == kafka_admin.end_offsets(settings), timeout_s=300, every=5)
 
     local_stack.wait_for_dags(["weblogs_batch"], timeout_s=180)
     for old in local_stack.api("GET", "/backfills?dag_id=weblogs_batch&limit=100").get("backfills", []):
@@ -81,9 +73,9 @@ def test_backfill_of_closed_hours_succeeds_and_matches_the_landing_zone(deployme
         return local_stack.api("GET", f"/dags/weblogs_batch/dagRuns?{query}")["dag_runs"]
 
     wait_until(f"backfill {created['id']} to complete",
-               lambda: local_stack.api("GET", f"/backfills/{created['id']}").get("completed_at"), timeout_s=900)
+               lambda: local_stack.api("GET", f"/backfills/{created['id']}").get("completed_at"), timeout_s=900, every=5)
     finished = wait_until("every hour's run to finish", lambda: (r := runs()) and len(r) == HOURS
-                          and all(x["state"] in ("success", "failed") for x in r) and r, timeout_s=900)
+                          and all(x["state"] in ("success", "failed") for x in r) and r, timeout_s=900, every=5)
     assert [r["state"] for r in finished] == ["success"] * HOURS, finished
 
     landed = landing.landed_rows_by_hour(client, settings.landing_path)

@@ -15,18 +15,10 @@ from lambdaflow import stack as local_stack
 from lambdaflow.config import Settings
 from lambdaflow.stack import ingest_service
 from lambdaflow.stack.daemon import pid_alive, session_members
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-
-def wait_until(what: str, check, timeout_s: float = 180, every: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def caught_up(settings: Settings) -> bool:
