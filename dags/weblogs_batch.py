@@ -12,8 +12,8 @@ catchup, so backfills work; at most 3 runs at a time.
    (`/lambda/batch/_observations/<hour>.json`) and waits until the ingest's landing positions (the
    highest `until_offset` per partition over the committed offset-range manifests) have reached
    them, and the allowed lateness has passed.
-2. `choose_recompute` picks `recompute_all` when the run asks for `full_recompute`, else
-   `recompute_hour` (SparkSubmitOperator, `spark_jobs/batch_recompute.py`): compacts the hour's
+2. `recompute_hour` (SparkSubmitOperator, `spark_jobs/batch_recompute.py`) takes the hour's lock
+   (`/lambda/batch/_locks/<hour>.lock`; one recomputation of an hour at a time), compacts the hour's
    landing files, reads only that hour's partition, de-duplicates on (topic, partition, offset) if a
    Kafka record landed twice, and replaces the hour in both views. **Late data**: it also recomputes
    every recorded hour, however old, whose landed rows changed since it was recomputed (the hour
@@ -28,9 +28,8 @@ catchup, so backfills work; at most 3 runs at a time.
 4. `publish_views` emits an event on the Asset `weblogs_batch_views` whose extra carries the hour and
    its counts, so downstream DAGs can be data-aware.
 
-Clearing a run recomputes the same numbers. **Full recomputation** (view logic changed): trigger
-with `full_recompute: true`: all history into a new version, then readers switch atomically (pause
-the DAG meanwhile; `recompute_all` runs `batch_recompute.py --all`). Details, the late-data rule and
+Clearing a run recomputes the same numbers. **Full recomputation** (view logic changed) is its own
+DAG, `weblogs_full_recompute`; it takes the same per-hour locks, so runs of this DAG wait. Details, the late-data rule and
 the compaction protocol: `lambdaflow/batch.py`. The same from a shell:
 `lambdaflow batch --hour H | --from A --to B | --all`.
 
@@ -102,9 +101,6 @@ def late_data_flag(params: dict[str, Any]) -> str:
         "late_data": Param(True, type="boolean", title="Recompute hours with late data",
                            description="Also recompute every recorded hour, however old, whose landed rows "
                                        "changed since it was recomputed (late events)."),
-        "full_recompute": Param(False, type="boolean", title="Full recomputation",
-                                description="Recompute all history into a new version of the batch views and "
-                                            "switch readers to it (pause the DAG meanwhile)."),
     },
     user_defined_macros={"late_data_flag": late_data_flag},
 )
@@ -121,11 +117,6 @@ def weblogs_batch() -> None:
         print(reason)
         return PokeReturnValue(is_done=done)
 
-    @task.branch
-    def choose_recompute(params: dict[str, Any]) -> str:
-        """The hour (and late hours), or all history when the run asks for a full recomputation."""
-        return "recompute_all" if params["full_recompute"] else "recompute_hour"
-
     submit = {"conn_id": "spark_default", "application": str(REPO_ROOT / "spark_jobs" / "batch_recompute.py"),
               "conf": {**DEFAULT_CONF, "spark.hadoop.fs.defaultFS": SETTINGS.hdfs_url}, "driver_memory": "1g",
               "env_vars": submit_env(SETTINGS)}
@@ -134,8 +125,6 @@ def weblogs_batch() -> None:
         application_args=["--from", "{{ data_interval_start.isoformat() }}",
                           "--to", "{{ data_interval_end.isoformat() }}",
                           "{{ late_data_flag(params) }}", "--compact"])
-    recompute_all = SparkSubmitOperator(
-        task_id="recompute_all", name="weblogs_batch_recompute_all", **submit, application_args=["--all", "--compact"])
 
     @task(trigger_rule="one_failed")
     def record_failure(data_interval_start: datetime) -> None:
@@ -144,7 +133,7 @@ def weblogs_batch() -> None:
         batch.record_failure(Settings.from_env(), [batch.epoch_ms(data_interval_start)],
                              "recompute_hour failed (see the task log)")
 
-    @task(trigger_rule="none_failed_min_one_success")
+    @task
     def validate_hour(data_interval_start: datetime) -> dict[str, Any]:
         """Counts in the views = landed rows of the hour; returns the hour's figures."""
         summary = batch.validate_hour(Settings.from_env(), batch.epoch_ms(data_interval_start))
@@ -157,7 +146,7 @@ def weblogs_batch() -> None:
         outlet_events[BATCH_VIEWS].extra = {**summary, "batch_root": Settings.from_env().batch_root}
 
     summary = validate_hour()
-    wait_for_landing() >> choose_recompute() >> [recompute_hour, recompute_all] >> summary
+    wait_for_landing() >> recompute_hour >> summary
     publish_views(summary)
     recompute_hour >> record_failure()
 

@@ -37,17 +37,21 @@ Rules:
 - **Failed hours.** A recomputation that fails writes ``_failed/v<N>/<h>.json`` for its hours (the
   DAG's ``record_failure`` task does it too); the watermark moves past failed hours, serving answers
   them from the speed layer flagged ``batch_failed``, and the next success removes the record.
-- **Full recomputation** (``--all``; the DAG's ``full_recompute`` Param): recompute every hour from the
-  first to the last landed or recorded one into version N+1, then switch ``_CURRENT`` with one atomic
-  rename-over, then delete the older versions. Pause ``weblogs_batch`` while it runs: an hour that an
-  hourly run recomputes meanwhile lands in the old version (clear that run afterwards).
+- **One recomputation of an hour at a time.** Hourly runs, backfills (with their late hours),
+  compactions and full recomputations take the hour's lock ``_locks/<h>.lock`` first
+  (:class:`HourLocks`: create-if-absent, heartbeat, stale after ``LAMBDAFLOW_BATCH_LOCK_STALE_S``,
+  released in ``finally``); a run that finds an hour locked waits for it.
+- **Full recomputation** (``--all``; the DAG ``weblogs_full_recompute``): under the locks of every hour
+  of history, recompute every hour from the first landed or recorded one up to the completeness
+  boundary (:func:`completeness_boundary`) into version N+1, then switch ``_CURRENT`` with one atomic
+  rename-over, then delete the older versions. Hourly runs wait meanwhile, then read the new version.
 - **Compaction** (``--compact``) rewrites an hour's landing files into files of about 128 MB with exactly
   the same multiset of (topic, kafka_partition, kafka_offset), checked before commit. Files reach an
   hour directory only after their batch's manifest is committed (``lambdaflow.landing``); the files of
   a batch whose ``_staging/<key>`` still exists (moving, or awaiting the ingest's recovery) are left
   alone. The ingest never rewrites a committed range (it resumes after the landing positions), so a
   compacted file is never duplicated by a replay. Protocol (:func:`compact_hour`): take the hour's
-  lock ``_compact/<h>.lock`` (an exclusive create) -> write the new files under ``_compact/<h>/<run>/``
+  lock ``/lambda/batch/_locks/<h>.lock`` (:class:`HourLocks`) -> write the new files under ``_compact/<h>/<run>/``
   -> verify -> **commit** by writing ``_compactions/<h>.json`` (old names, new files) -> delete the old
   files -> move the new ones into the hour -> delete the record. Deleting before moving means a reader
   can, at worst, miss rows for a moment; it never sees both the old and the new files.
@@ -63,8 +67,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
+import socket
 import struct
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -86,7 +93,10 @@ VIEWS = ("activity_by_product", "visitors_by_product")
 COUNT_COLUMNS = ("purchase_count", "add_to_cart_count", "page_view_count")
 LANDING_KEY = ("topic", "kafka_partition", "kafka_offset")
 TARGET_FILE_BYTES = 128 * 1024 * 1024
-STALE_LOCK_SECONDS = 6 * 3600
+# A per-hour lock whose heartbeat (its modification time, touched every quarter of this) is older is
+# taken over: its holder died.
+LOCK_STALE_SECONDS = float(os.environ.get("LAMBDAFLOW_BATCH_LOCK_STALE_S", "600"))
+LOCK_WAIT_SECONDS = float(os.environ.get("LAMBDAFLOW_BATCH_LOCK_WAIT_S", "3600"))
 
 Log = Callable[[str], None]
 
@@ -283,7 +293,8 @@ def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lat
         observation = {"observed_at_ms": now_ms, "log_end_offsets": {str(p): o for p, o in log_end.items()}}
         hdfs.write_json(c, path, observation)
     positions = landing.positions_from_keys(manifest_names(WebHdfsStore(c), settings))
-    behind = {int(p): end - positions.get(int(p), 0) for p, end in observation["log_end_offsets"].items()
+    behind = {int(p): end - positions.get(int(p), 0)
+              for p, end in sorted(observation["log_end_offsets"].items(), key=lambda item: int(item[0]))
               if positions.get(int(p), 0) < end}
     if behind:
         return False, f"landing zone behind the offsets observed after the hour closed: {behind} records"
@@ -544,12 +555,113 @@ def late_hours(spark: "SparkSession", fs: BatchFs, settings: Settings, version: 
 
 
 def _replace_dir(fs: BatchFs, staged: str, live: str, trash: str) -> None:
-    """Swap a staged hour directory in: live -> trash, staged -> live (an hour without rows: no directory)."""
+    """Swap a staged hour directory in: live -> trash, staged -> live (an hour without rows: no directory).
+
+    Both moves are renames with the storage layer's atomic replace (``Options.Rename.OVERWRITE``),
+    never Hadoop's two-argument rename, which moves a directory *into* an existing one of the same
+    name (``timestamp_hour=H/timestamp_hour=H``). ``trash`` is unique to the run, and the hour's
+    lock (:class:`HourLocks`) keeps any other recomputation away, so ``live`` is gone when the staged
+    directory moves; if it were not, the rename fails (a non-empty directory is never overwritten)
+    instead of nesting.
+    """
     if fs.exists(live):
-        fs.rename(live, trash)
+        fs.mkdirs(trash.rsplit("/", 1)[0])
+        fs.replace(live, trash)
     if fs.exists(staged):
-        fs.rename(staged, live)
+        fs.mkdirs(live.rsplit("/", 1)[0])
+        fs.replace(staged, live)
     fs.delete(trash)
+
+
+# ------------------------------------------------------------------------ per-hour exclusion
+class LockTimeout(UserError):
+    """An hour's lock stayed held by another recomputation longer than the wait allowed."""
+
+
+class HourLocks:
+    """One recomputation of an hour at a time: ``_locks/<h>.lock`` per hour, created with
+    create-if-absent (``overwrite=false``, one NameNode operation: exactly one racing caller wins).
+
+    Taken by hourly runs, backfills and their late-data hours, compactions and full recomputations,
+    always in ascending hour order (so two runs wanting overlapping hours never deadlock). A caller
+    that finds an hour locked waits (polling) up to ``wait_s``, then fails. The holder touches its
+    lock files every quarter of ``stale_s`` (a heartbeat thread); a lock not touched for ``stale_s``
+    belongs to a dead holder and is taken over. Released in ``__exit__`` (only locks still carrying
+    the holder's token are deleted). A narrow race remains only between two callers taking over the
+    same stale lock at once.
+    """
+
+    def __init__(self, fs: BatchFs, settings: Settings, hours: Iterable[int], log: Log = _print,
+                 stale_s: float | None = None, wait_s: float | None = None, poll_s: float = 1.0):
+        self.fs, self.settings, self.log = fs, settings, log
+        self.hours = sorted(set(hours))
+        self.stale_ms = int((stale_s if stale_s is not None else LOCK_STALE_SECONDS) * 1000)
+        self.wait_s = wait_s if wait_s is not None else LOCK_WAIT_SECONDS
+        self.poll_s = poll_s
+        self.token = uuid.uuid4().hex
+        self.held: list[str] = []
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> "HourLocks":
+        try:
+            for hour in self.hours:
+                self._acquire(hour)
+        except BaseException:
+            self._release()
+            raise
+        self._beat = threading.Thread(target=self._heartbeat, name="hour-locks-heartbeat", daemon=True)
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
+        self._release()
+
+    def _acquire(self, hour: int) -> None:
+        path = hour_lock_path(self.settings, hour)
+        holder = json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                             "taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        deadline = time.monotonic() + self.wait_s
+        reported = False
+        while True:
+            if self.fs.create_new(path, holder):
+                self.held.append(path)
+                return
+            try:
+                age_ms = int(time.time() * 1000) - self.fs.modification_time_ms(path)
+            except Exception:  # noqa: BLE001 - released meanwhile: try again at once
+                continue
+            if age_ms > self.stale_ms:
+                self.log(f"lock of {iso(hour)} not touched for {age_ms / 1000:.0f} s: its holder died, taking over")
+                self.fs.delete(path, recursive=False)
+                continue
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"hour {iso(hour)} is being recomputed by another run "
+                                  f"({self.fs.read_json(path)}) for longer than {self.wait_s:.0f} s")
+            if not reported:
+                self.log(f"hour {iso(hour)} is being recomputed by another run: waiting for {path}")
+                reported = True
+            time.sleep(self.poll_s)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.stale_ms / 4000):
+            for path in list(self.held):
+                try:
+                    self.fs.touch(path, int(time.time() * 1000))
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried; stale only after 4
+                    self.log(f"heartbeat of {path} failed: {exc}")
+
+    def _release(self) -> None:
+        for path in reversed(self.held):
+            try:
+                if (self.fs.read_json(path) or {}).get("token") == self.token:
+                    self.fs.delete(path, recursive=False)
+            except Exception as exc:  # noqa: BLE001 - a lock left behind goes stale and is taken over
+                self.log(f"could not release {path}: {exc}")
+        self.held = []
 
 
 def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hours: Iterable[int],
@@ -641,33 +753,41 @@ def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = Fal
     from lambdaflow import kafka_admin
 
     fs = BatchFs(spark, settings)
-    old = current_version(fs, settings)
-    existing = {int(n[1:]) for view in VIEWS for n in fs.list_names(f"{settings.batch_root}/{view}")
-                if re.fullmatch(r"v\d+", n)}
-    new = max({old} | existing) + 1
-    known = landed_hours(fs, settings) | recorded_hours(fs, settings, old)
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    known = landed_hours(fs, settings) | recorded_hours(fs, settings, current_version(fs, settings))
     if not known:
         log("nothing landed and nothing recorded: no version to build")
         return []
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    boundary = completeness_boundary(landed_hours(fs, settings), landing.positions_from_keys(
-        manifest_names(fs, settings)), kafka_admin.end_offsets(settings), now_ms, int(allowed_lateness_s * 1000))
-    hours = [h for h in range(min(known), max(known) + HOUR_MS, HOUR_MS) if h < boundary]
-    if not hours:
-        log(f"no hour before the completeness boundary {iso(boundary)}: no version to build")
-        return []
-    log(f"completeness boundary {iso(boundary)}: later hours stay with the speed layer")
-    log(f"full recomputation of {len(hours)} hour(s) {iso(hours[0])} .. {iso(hours[-1])} into v{new}")
-    if compact:
-        for hour in sorted(landed_hours(fs, settings)):
-            compact_hour(spark, settings, hour, log=log)
-    records = recompute_hours(spark, settings, new, hours, log)
-    fs.write_json(current_path(settings), {"version": new, "switched_at": datetime.now(timezone.utc).isoformat()})
-    log(f"switched readers to v{new}")
-    for version in ({old} | existing) - {new}:
-        for view in VIEWS:
-            fs.delete(view_path(settings, view, version))
-        fs.delete(records_path(settings, version))
+    # Every hour of history up to the hour after the wall clock's: no hourly run, backfill or
+    # compaction touches any of them until the new version is in place (and the old one gone).
+    locked = range(min(known), max(max(known), floor_hour(now_ms)) + 2 * HOUR_MS, HOUR_MS)
+    with HourLocks(fs, settings, locked, log):
+        old = current_version(fs, settings)
+        existing = {int(n[1:]) for view in VIEWS for n in fs.list_names(f"{settings.batch_root}/{view}")
+                    if re.fullmatch(r"v\d+", n)}
+        new = max({old} | existing) + 1
+        landed = landed_hours(fs, settings)
+        known = landed | recorded_hours(fs, settings, old)
+        boundary = completeness_boundary(landed, landing.positions_from_keys(manifest_names(fs, settings)),
+                                         kafka_admin.end_offsets(settings), now_ms, int(allowed_lateness_s * 1000))
+        hours = [h for h in range(min(known), max(known) + HOUR_MS, HOUR_MS) if h < boundary]
+        if not hours:
+            log(f"no hour before the completeness boundary {iso(boundary)}: no version to build")
+            return []
+        log(f"completeness boundary {iso(boundary)}: later hours stay with the speed layer")
+        log(f"full recomputation of {len(hours)} hour(s) {iso(hours[0])} .. {iso(hours[-1])} into v{new}")
+        if compact:
+            for hour in sorted(landed):
+                compact_hour(spark, settings, hour, log=log, locked=True)
+        records = recompute_hours(spark, settings, new, hours, log)
+        fs.write_json(current_path(settings), {"version": new,
+                                               "switched_at": datetime.now(timezone.utc).isoformat()})
+        log(f"switched readers to v{new}")
+        for version in ({old} | existing) - {new}:
+            for view in VIEWS:
+                fs.delete(view_path(settings, view, version))
+            fs.delete(records_path(settings, version))
+            fs.delete(failures_path(settings, version))
     return records
 
 
@@ -698,60 +818,52 @@ def _commit_key_of(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _take_lock(fs: BatchFs, lock: str) -> bool:
-    if fs.create_new(lock):
-        return True
-    info = next((f for f in fs.entries(lock.rsplit("/", 1)[0]) if f.name == lock.rsplit("/", 1)[1]), None)
-    if info and time.time() * 1000 - info.mtime_ms > STALE_LOCK_SECONDS * 1000:
-        fs.delete(lock)  # its holder died long ago; recovery below makes the hour consistent again
-        return fs.create_new(lock)
-    return False
-
-
 def compact_hour(spark: "SparkSession", settings: Settings, hour: int,
-                 target_file_bytes: int = TARGET_FILE_BYTES, log: Log = _print) -> dict | None:
+                 target_file_bytes: int = TARGET_FILE_BYTES, log: Log = _print, locked: bool = False) -> dict | None:
     """Rewrite a landing hour into fewer, larger files; returns what was done, None if nothing was.
 
     Keeps exactly the same multiset of (topic, kafka_partition, kafka_offset), checked before the
-    commit; see the module docstring for the protocol and the recovery rule.
+    commit; see the module docstring for the protocol and the recovery rule. Runs under the hour's
+    lock (:class:`HourLocks`), taken here unless the caller holds it already (``locked``).
     """
+    if not locked:
+        with HourLocks(BatchFs(spark, settings), settings, [hour], log):
+            return _compact_locked_hour(spark, settings, hour, target_file_bytes, log)
+    return _compact_locked_hour(spark, settings, hour, target_file_bytes, log)
+
+
+def _compact_locked_hour(spark: "SparkSession", settings: Settings, hour: int, target_file_bytes: int,
+                         log: Log) -> dict | None:
     fs = BatchFs(spark, settings)
     staging_root = compaction_staging_path(settings, hour)
-    lock = f"{staging_root}.lock"
-    if not _take_lock(fs, lock):
-        log(f"compaction {iso(hour)}: skipped, {lock} is held by another compaction")
+    finish_committed_compaction(fs, settings, hour, log)
+    fs.delete(staging_root)  # staged files without a commit record: roll back
+    # A batch whose staging directory still exists may still be moving files into the hour (or
+    # be awaiting the ingest's recovery, which expects its moved files in place): leave its files.
+    pending = set(fs.list_names(f"{settings.landing_path}/{landing.STAGING}"))
+    live = landing_hour_path(settings, hour)
+    files = [f for f in fs.entries(live) if f.is_file and is_data_file(f.name)
+             and _commit_key_of(f.name) not in pending]
+    target_files = max(1, math.ceil(sum(f.length for f in files) / target_file_bytes))
+    if len(files) <= target_files:
         return None
-    try:
-        finish_committed_compaction(fs, settings, hour, log)
-        fs.delete(staging_root)  # staged files without a commit record: roll back
-        # A batch whose staging directory still exists may still be moving files into the hour (or
-        # be awaiting the ingest's recovery, which expects its moved files in place): leave its files.
-        pending = set(fs.list_names(f"{settings.landing_path}/{landing.STAGING}"))
-        live = landing_hour_path(settings, hour)
-        files = [f for f in fs.entries(live) if f.is_file and is_data_file(f.name)
-                 and _commit_key_of(f.name) not in pending]
-        target_files = max(1, math.ceil(sum(f.length for f in files) / target_file_bytes))
-        if len(files) <= target_files:
-            return None
-        run = uuid.uuid4().hex[:12]
-        staging = f"{staging_root}/{run}"
-        old = spark.read.option("mergeSchema", "true").parquet(*(settings.uri(f"{live}/{f.name}") for f in files))
-        old.coalesce(target_files).write.parquet(settings.uri(staging))
-        new = spark.read.parquet(settings.uri(staging))
-        key = list(LANDING_KEY)
-        if not (old.select(key).exceptAll(new.select(key)).isEmpty()
-                and new.select(key).exceptAll(old.select(key)).isEmpty()):
-            fs.delete(staging)
-            raise RuntimeError(f"compaction of {iso(hour)} would change the set of Kafka coordinates; rolled back")
-        new_files = [n for n in fs.list_names(staging) if n.endswith(".parquet")]
-        record = {"timestamp_hour": hour, "old": [f.name for f in files], "staging": staging,
-                  "new": [{"staged": f"{staging}/{n}", "name": f"part-compacted-{run}-{i}.snappy.parquet"}
-                          for i, n in enumerate(sorted(new_files))]}
-        fs.write_json(compaction_record_path(settings, hour), record)  # the commit point
-        finish_committed_compaction(fs, settings, hour, log)
-        return {"timestamp_hour": hour, "old_files": len(files), "new_files": len(new_files)}
-    finally:
-        fs.delete(lock)
+    run = uuid.uuid4().hex[:12]
+    staging = f"{staging_root}/{run}"
+    old = spark.read.option("mergeSchema", "true").parquet(*(settings.uri(f"{live}/{f.name}") for f in files))
+    old.coalesce(target_files).write.parquet(settings.uri(staging))
+    new = spark.read.parquet(settings.uri(staging))
+    key = list(LANDING_KEY)
+    if not (old.select(key).exceptAll(new.select(key)).isEmpty()
+            and new.select(key).exceptAll(old.select(key)).isEmpty()):
+        fs.delete(staging)
+        raise RuntimeError(f"compaction of {iso(hour)} would change the set of Kafka coordinates; rolled back")
+    new_files = [n for n in fs.list_names(staging) if n.endswith(".parquet")]
+    record = {"timestamp_hour": hour, "old": [f.name for f in files], "staging": staging,
+              "new": [{"staged": f"{staging}/{n}", "name": f"part-compacted-{run}-{i}.snappy.parquet"}
+                      for i, n in enumerate(sorted(new_files))]}
+    fs.write_json(compaction_record_path(settings, hour), record)  # the commit point
+    finish_committed_compaction(fs, settings, hour, log)
+    return {"timestamp_hour": hour, "old_files": len(files), "new_files": len(new_files)}
 
 
 # ------------------------------------------------------------------------------- entry points
@@ -771,6 +883,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "recomputation (late data, however old); by default they are recomputed too")
     parser.add_argument("--compact", action="store_true",
                         help="compact the landing files of the hours first (fewer, larger files)")
+    parser.add_argument("--no-compact", dest="compact", action="store_false", help="do not compact (the default)")
     parser.add_argument("--allowed-lateness-seconds", type=float, default=60, metavar="S",
                         help="--all: the newest landed hour counts as complete only S seconds after its end "
                              "(and once the landing zone has reached Kafka's log end); default 60")
@@ -792,20 +905,21 @@ def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace,
             raise UserError("--to must be after --from")
     hours = hours_between(start, end)
     fs = BatchFs(spark, settings)
-    version = current_version(fs, settings)
     todo = set(hours)
     if getattr(args, "late", True):
-        todo |= set(late_hours(spark, fs, settings, version, log))
+        todo |= set(late_hours(spark, fs, settings, current_version(fs, settings), log))
     todo = sorted(todo)
-    log(f"recomputing {len(todo)} hour(s) into v{version}: {', '.join(iso(h) for h in todo)}")
-    if args.compact:
-        for hour in todo:
-            compact_hour(spark, settings, hour, log=log)
-    try:
-        return recompute_hours(spark, settings, version, todo, log)
-    except Exception as exc:
-        _record_failure_fs(fs, settings, version, todo, f"{type(exc).__name__}: {exc}", log)
-        raise
+    with HourLocks(fs, settings, todo, log):
+        version = current_version(fs, settings)  # a full recomputation may have switched while we waited
+        log(f"recomputing {len(todo)} hour(s) into v{version}: {', '.join(iso(h) for h in todo)}")
+        try:
+            if args.compact:
+                for hour in todo:
+                    compact_hour(spark, settings, hour, log=log, locked=True)
+            return recompute_hours(spark, settings, version, todo, log)
+        except Exception as exc:
+            _record_failure_fs(fs, settings, version, todo, f"{type(exc).__name__}: {exc}", log)
+            raise
 
 
 def _record_failure_fs(fs: "BatchFs", settings: Settings, version: int, hours: Iterable[int], reason: str,

@@ -431,3 +431,81 @@ def test_completeness_sensor_waits_until_the_landing_zone_reaches_the_log_end(sp
     assert batch.landing_complete(isolated, H0, H0 + HOUR, 0, client)[0]
     done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 3600, client)
     assert not done and "allowed lateness" in reason
+
+
+def _nested_hour_dirs(fs, settings) -> list[str]:
+    """Directories of the batch views below a ``timestamp_hour=`` directory (partition discovery breaks)."""
+    nested = []
+    for view in batch.VIEWS:
+        for version in fs.list(f"{settings.batch_root}/{view}"):
+            for hour_dir in fs.list(version):
+                nested += [p for p in fs.list(hour_dir) if "timestamp_hour=" in p.rsplit("/", 1)[1]]
+    return nested
+
+
+def test_hour_locks_exclude_wait_and_take_over_a_dead_holder(spark, isolated) -> None:
+    import threading
+
+    fs = batch.BatchFs(spark, isolated)
+    order: list[str] = []
+    first = batch.HourLocks(fs, isolated, [H0, H0 + HOUR], log=order.append)
+    first.__enter__()
+    assert fs.exists(batch.hour_lock_path(isolated, H0))
+    with pytest.raises(batch.LockTimeout):
+        with batch.HourLocks(fs, isolated, [H0 + HOUR], log=order.append, wait_s=0.5, poll_s=0.1):
+            pass
+
+    def second() -> None:
+        with batch.HourLocks(fs, isolated, [H0], log=order.append, poll_s=0.1):
+            order.append("second holds")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(1.0)
+    order.append("first releases")
+    first.__exit__(None, None, None)
+    thread.join(timeout=30)
+    assert order.index("first releases") < order.index("second holds")
+    assert fs.list(f"{isolated.batch_root}/_locks") == []
+
+    fs.create_new(batch.hour_lock_path(isolated, H0), json.dumps({"token": "dead"}))
+    fs.touch(batch.hour_lock_path(isolated, H0), int(time.time() * 1000) - 120_000)  # no heartbeat for 2 min
+    with batch.HourLocks(fs, isolated, [H0], log=order.append, stale_s=60, wait_s=1):
+        assert json.loads(fs.read_text(batch.hour_lock_path(isolated, H0)))["token"] != "dead"
+
+
+def test_replacing_an_hour_never_nests_its_directory(spark, isolated) -> None:
+    fs = batch.BatchFs(spark, isolated)
+    root = f"{isolated.batch_root}/swap"
+    live, staged = f"{root}/v1/timestamp_hour={H0}", f"{root}/_staging/r1/timestamp_hour={H0}"
+    fs.write_text(f"{live}/old.parquet", "old")
+    fs.write_text(f"{staged}/new.parquet", "new")
+    batch._replace_dir(fs, staged, live, f"{root}/_trash/r1/timestamp_hour={H0}")
+    assert fs.list(live) == [f"{live}/new.parquet"] and not fs.exists(staged)
+    # A directory that is in the way is never entered: the swap fails instead of nesting.
+    fs.write_text(f"{staged}/newer.parquet", "newer")
+    with pytest.raises(Exception):
+        fs.replace(staged, live)
+    assert fs.list(live) == [f"{live}/new.parquet"]
+
+
+def test_concurrent_recomputes_of_the_same_hours_end_with_the_right_views(spark, isolated, writer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    hours = [H0, H0 + HOUR]
+    writer.land_hours(hours, per_hour=120, batches=1)
+    logs: list[str] = []
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runs = [pool.submit(batch.execute, spark, isolated, interval(H0, H0 + 2 * HOUR), logs.append),
+                pool.submit(batch.execute, spark, isolated, args(hour=at(H0 + HOUR)), logs.append),
+                pool.submit(batch.compact_hour, spark, isolated, H0, log=logs.append)]
+        results = [r.result(timeout=900) for r in runs]
+    assert [r["landed_rows"] for r in results[0]] == [writer.landed(h) for h in hours]
+    fs = batch.BatchFs(spark, isolated)
+    assert _nested_hour_dirs(fs, isolated) == []
+    assert fs.list(f"{isolated.batch_root}/_locks") == []
+    assertDataFrameEqual(batch_view(spark, isolated, "activity_by_product").select(*ACTIVITY_COLUMNS),
+                         spark.createDataFrame(writer.activity(), ACTIVITY))
+    assertDataFrameEqual(batch_view(spark, isolated, "visitors_by_product").select(
+        "product", "timestamp_hour", "unique_visitors"), spark.createDataFrame(writer.visitors(), VISITORS))
+    assert batch.state(batch.web_store(isolated), isolated)["hours"] == hours
