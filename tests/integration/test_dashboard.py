@@ -181,6 +181,7 @@ def test_plugin_is_registered_with_a_nav_link(airflow) -> None:
 
 
 def test_path_without_the_slash_reaches_the_dashboard(airflow) -> None:
-    with urlopen(f"{airflow}/lambdaflow?hours=1", timeout=90) as response:  # follows the 307
+    request = Request(f"{airflow}/lambdaflow?hours=1", headers={"Authorization": f"Bearer {local_stack.api_token()}"})
+    with urlopen(request, timeout=90) as response:  # follows the 307, keeping the token
         assert response.url == f"{airflow}/lambdaflow/?hours=1"
         assert response.status == 200 and "<title>lambdaflow" in response.read().decode()
