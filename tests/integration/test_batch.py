@@ -314,7 +314,7 @@ def test_a_failed_hour_is_served_by_the_speed_layer_and_does_not_stop_the_waterm
             raise RuntimeError("executor lost")
         return recompute(spark_, settings, version, todo, log)
 
-    monkeypatch.setattr(batch, "recompute_hours", failing)
+    monkeypatch.setattr(batch.cli, "recompute_hours", failing)  # the module that calls it
     with pytest.raises(RuntimeError, match="executor lost"):
         batch.execute(spark, isolated, args(hour=at(H0 + HOUR)))
     batch.execute(spark, isolated, args(hour=at(H0 + 2 * HOUR)))  # the next hour's run succeeds
@@ -374,7 +374,7 @@ def test_a_compaction_interrupted_after_its_commit_is_rolled_forward(spark, isol
             fs.delete(f"{batch.landing_hour_path(settings, hour)}/{name}", recursive=False)
         raise RuntimeError("crash")
 
-    monkeypatch.setattr(batch, "finish_committed_compaction", crash_midway)
+    monkeypatch.setattr(batch.compaction, "finish_committed_compaction", crash_midway)
     with pytest.raises(RuntimeError, match="crash"):
         batch.compact_hour(spark, isolated, H0)
     monkeypatch.undo()
