@@ -1,6 +1,7 @@
 """`airflow dags test` of every DAG, in pipeline order, on a topic and HDFS root of their own.
 
-producer (N events) -> ingest (bounded) -> lag monitor (caught up: OK) -> batch (one hour).
+producer (N events) -> ingest (bounded) -> lag monitor (caught up: OK) -> batch (one hour) -> full
+recompute (a new version). `weblogs_ingest` (the stack-managed stream) is tested in test_ingest_dag.py.
 Each run's outcome is checked against the real services, not just its exit code.
 """
 
@@ -91,3 +92,17 @@ def test_dags_test_weblogs_batch_one_hour(pipeline: Settings) -> None:
     assert summary["landed_rows"] == landed[hour_ms]
     assert hour_ms in batch.recorded_hours(batch.web_store(pipeline), pipeline,
                                            batch.current_version(batch.web_store(pipeline), pipeline))
+
+
+def test_dags_test_weblogs_full_recompute(pipeline: Settings) -> None:
+    from lambdaflow import batch
+
+    store = batch.web_store(pipeline)
+    before = batch.current_version(store, pipeline)
+    dags_test(pipeline, "weblogs_full_recompute", {"compact": False, "allowed_lateness_seconds": 0})
+    after = batch.current_version(store, pipeline)
+    assert after != before, "a full recomputation switches readers to a new version"
+    landed = landing.landed_rows_by_hour(hdfs.client(pipeline), pipeline.landing_path)
+    hour_ms = int(dt.datetime.fromisoformat(HOUR).timestamp() * 1000)
+    assert hour_ms in batch.recorded_hours(store, pipeline, after)
+    assert batch.validate_hour(pipeline, hour_ms)["landed_rows"] == landed[hour_ms]
