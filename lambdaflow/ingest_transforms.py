@@ -11,7 +11,9 @@ read (``schema_of_variant``), never coerced: a string field holding an object, a
 boolean is ``wrong_type``, and so is a timestamp written as a string. ``try_parse_json`` stops at
 the end of the first JSON value, so trailing content is found separately: a flat object (no
 nested braces or brackets, the common case) by one anchored regex, anything else by a scan of its
-characters that also measures the nesting depth.
+characters that also measures the nesting depth. Every regex here is anchored and possessive, and
+trailing CR/LF are cut with ``TRIM(TRAILING ...)``, not a regex: no value can make a task backtrack for minutes
+(a poison pill the stream would replay forever).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def parse_records(records: DataFrame) -> DataFrame:
         "*",
         F.when(F.col("_utf8") & F.col("_is_json"), F.expr("try_parse_json(_text)")).alias("_variant"),
         F.when(F.col("_utf8") & ~F.col("_is_json"),
-               F.split(F.regexp_replace("_text", r"[\r\n]+\z", ""), "\t", -1)).alias("_tsv"),
+               F.split(F.expr("TRIM(TRAILING '\\r\\n' FROM _text)"), "\t", -1)).alias("_tsv"),
     )
     json_ok = F.col("_variant").isNotNull() & (
         F.col("_text").rlike(_FLAT_OBJECT) | F.expr(_SCAN))

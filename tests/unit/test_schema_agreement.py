@@ -123,7 +123,8 @@ def byte_noise(rng: random.Random) -> bytes:
     if choice == 1:  # invalid UTF-8 inside otherwise valid JSON
         return dump(good_event(rng), rng).encode().replace(b"Page", rng.choice([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80"]))
     if choice == 2:
-        return rng.choice([b"", b" ", b"\n", b"{", b"}", b"[]", b"null", b"1795600000000", b"\t" * 6, b"\t" * 7])
+        return rng.choice([b"", b" ", b"\n", b"{", b"}", b"[]", b"null", b"1795600000000", b"\t" * 6, b"\t" * 7,
+                           b"\n" * 200_000 + b"x", b"\r\n" * 100_000, b" " * 200_000 + b"{", b"\t" * 100_000])
     return "".join(rng.choice("{}[]\":,0 a\t\n") for _ in range(rng.randint(1, 30))).encode()
 
 
