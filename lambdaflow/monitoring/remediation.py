@@ -62,7 +62,7 @@ def restart_ingest(settings: Settings, service_name: str | None = None) -> dict[
     if callable(restart) and service_name is None:
         return {"how": "lambdaflow.stack.restart_ingest", "result": restart(settings)}
     service = getattr(stack, "ingest_service", None)
-    if service is not None and hasattr(service, "stop") and hasattr(service, "ensure_running"):
+    if service is not None and hasattr(service, "restart"):
         named = {} if service_name is None else {"name": service_name}
         running_for = service.state(settings, **named) if hasattr(service, "state") else {}
         if (running_for.get("root"), running_for.get("topic")) != (settings.root, settings.topic):
@@ -70,10 +70,12 @@ def restart_ingest(settings: Settings, service_name: str | None = None) -> dict[
             # restart the deployment's ingest
             return {"how": "skipped", "why": f"the ingest service runs for root {running_for.get('root')} and topic "
                                              f"{running_for.get('topic')}, not {settings.root} and {settings.topic}"}
-        # a hung job ignores SIGTERM: killed after STOP_TIMEOUT_S
-        was_running = service.stop(settings, timeout_s=STOP_TIMEOUT_S, **named)
-        started = service.ensure_running(settings, **named)
-        return {"how": "ingest service stopped and started", "was_running": bool(was_running), **started}
+        if running_for.get("state") == "stopped" and service.stopped_on_request(running_for.get("name")):
+            # stopped on purpose (`lambdaflow ingest --stop`, make down): not the monitor's to undo
+            return {"how": "skipped", "why": f"the ingest service {running_for.get('name')} was stopped on request"}
+        # one step under the service's start lock; a hung job ignores SIGTERM: killed after STOP_TIMEOUT_S
+        result = service.restart(settings, timeout_s=STOP_TIMEOUT_S, **named)
+        return {"how": "ingest service stopped and started", **result}
     return _restart_ingest_task(settings)
 
 

@@ -15,8 +15,11 @@ SIGTERM to the session (the job finishes its batch, then exits).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import time
+from collections.abc import Iterator
 
 from lambdaflow.config import Settings
 from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, Daemon, ServiceError
@@ -87,12 +90,32 @@ def state(settings: Settings | None = None, name: str | None = None) -> dict:
             "root": info.get("root"), "topic": info.get("topic")}
 
 
+@contextlib.contextmanager
+def _exclusive(name: str) -> Iterator[None]:
+    """One starter or stopper of this service at a time, across processes (the DAG's start task, the
+    lag monitor's remediation, a user): the pid check, the back-off, the start and the pid file are
+    one step, so two callers can never both start a job."""
+    path = RUN_DIR / "pids" / f"{name}.starting.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_running(settings: Settings | None = None, name: str | None = None, trigger_interval: str = "1 second",
                    max_offsets_per_trigger: int = 0, quiet: bool = True) -> dict:
     """Adopt the running service or start it (after a back-off when it keeps dying); wait until its
     streaming query runs. Returns ``{"action": "adopted" | "started", "name", "pid", "log"}``."""
     settings = settings or Settings.from_env()
     service = daemon(settings, name, trigger_interval, max_offsets_per_trigger)
+    with _exclusive(service.name):
+        return _ensure_running(settings, service, quiet)
+
+
+def _ensure_running(settings: Settings, service: Daemon, quiet: bool) -> dict:
     name = service.name
     if service.pid() is not None:
         running_for = _read_starts().get(name, {})
@@ -112,7 +135,19 @@ def ensure_running(settings: Settings | None = None, name: str | None = None, tr
 
 def stop(settings: Settings | None = None, name: str | None = None, timeout_s: float = 120.0) -> bool:
     """Stop the service cleanly (SIGTERM: the running batch commits first). True if it was running."""
-    return daemon(settings, name).stop(timeout_s=timeout_s)
+    service = daemon(settings, name)
+    with _exclusive(service.name):
+        return service.stop(timeout_s=timeout_s)
+
+
+def restart(settings: Settings | None = None, name: str | None = None, timeout_s: float = 120.0) -> dict:
+    """Stop (a hung job is killed after ``timeout_s``) and start again, as one step: nobody else
+    starts or stops the service in between."""
+    settings = settings or Settings.from_env()
+    service = daemon(settings, name)
+    with _exclusive(service.name):
+        was_running = service.stop(timeout_s=timeout_s)
+        return {"was_running": bool(was_running), **_ensure_running(settings, service, quiet=True)}
 
 
 def _read_starts() -> dict:

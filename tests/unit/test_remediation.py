@@ -68,15 +68,25 @@ def test_restart_ingest_prefers_the_stacks_own_restart(monkeypatch) -> None:
 def test_restart_ingest_stops_and_starts_the_ingest_service(monkeypatch) -> None:
     calls = []
     settings = Settings(root="/lambda", topic="weblogs")
-    service = types.SimpleNamespace(stop=lambda settings, timeout_s: calls.append(("stop", timeout_s)) or True,
-                                    ensure_running=lambda settings: calls.append("start") or {"action": "started", "pid": 7},
-                                    state=lambda settings: {"state": "running", "root": "/lambda", "topic": "weblogs"})
+    service = types.SimpleNamespace(
+        restart=lambda settings, timeout_s: calls.append(("restart", timeout_s)) or {"was_running": True,
+                                                                                     "action": "started", "pid": 7},
+        state=lambda settings: {"state": "running", "name": "ingest", "root": "/lambda", "topic": "weblogs"},
+        stopped_on_request=lambda name: False)
     fake = types.ModuleType("lambdaflow.stack")
     fake.ingest_service = service
     monkeypatch.setitem(sys.modules, "lambdaflow.stack", fake)
     done = remediation.restart_ingest(settings)
-    assert calls == [("stop", remediation.STOP_TIMEOUT_S), "start"]
+    assert calls == [("restart", remediation.STOP_TIMEOUT_S)]
     assert done["was_running"] is True and done["action"] == "started" and done["pid"] == 7
+
+    calls.clear()  # an ingest stopped on purpose (`lambdaflow ingest --stop`) is not brought back
+    service.state = lambda settings: {"state": "stopped", "name": "ingest", "root": "/lambda", "topic": "weblogs"}
+    service.stopped_on_request = lambda name: name == "ingest"
+    done = remediation.restart_ingest(settings)
+    assert calls == [] and done["how"] == "skipped" and "stopped on request" in done["why"]
+    service.stopped_on_request = lambda name: False  # one that died is
+    assert remediation.restart_ingest(settings)["how"] == "ingest service stopped and started"
 
     calls.clear()  # a monitor of another root (a test's) never touches the deployment's service
     done = remediation.restart_ingest(settings.replace(root="/lambda-test/abc"))
