@@ -1,6 +1,10 @@
-"""Used-by scenario through Airflow's REST API, the way the UI's Backfill button drives it: with the
-streaming ingest running, a backfill of `weblogs_batch` over closed hours → every run succeeds and
-each hour's batch view matches the rows landed for it."""
+"""Used-by scenarios through Airflow's REST API, the way the UI drives it, against the running
+api-server and scheduler with the streaming ingest running:
+
+- trigger `weblogs_producer` with a Params form's values → the run succeeds and the events arrive
+  in Kafka and land;
+- a backfill of `weblogs_batch` over 6 closed hours (the UI's Backfill button) → every run succeeds
+  and each hour's batch view matches the rows landed for it."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 HOUR = dt.timedelta(hours=1)
-HOURS = 2
+HOURS = 6
 
 
 def iso(moment: dt.datetime) -> str:
@@ -42,6 +46,27 @@ def deployment(stack: Settings):
     started_here = [n for n, up in already.items() if not up and n in local_stack.AIRFLOW]
     if started_here:  # the Spark-heavy tests that follow need the cores
         local_stack.down(services=started_here, quiet=True)
+
+
+def test_trigger_producer_with_form_values_and_the_events_land(deployment: Settings) -> None:
+    settings = deployment
+    before = sum(kafka_admin.end_offsets(settings).values())
+    local_stack.wait_for_dags(["weblogs_producer"], timeout_s=180)
+    form = {"count": 500, "duration": None, "rate": 0, "seed": 5, "time_multiplier": 480,
+            "start": None, "bad_fraction": 0.1, "format": "tsv"}  # what the trigger form posts
+    run = local_stack.api("POST", "/dags/weblogs_producer/dagRuns", {"logical_date": None, "conf": form})
+    local_stack.api("PATCH", "/dags/weblogs_producer", {"is_paused": False})
+    try:
+        state = wait_until("the producer run to finish", lambda: (r := local_stack.api(
+            "GET", f"/dags/weblogs_producer/dagRuns/{run['dag_run_id']}")["state"]) in ("success", "failed") and r,
+            timeout_s=300, every=2)
+    finally:
+        local_stack.api("PATCH", "/dags/weblogs_producer", {"is_paused": True})
+    assert state == "success"
+    assert sum(kafka_admin.end_offsets(settings).values()) == before + 500
+    client = hdfs.client(settings)
+    wait_until("the ingest to land them", lambda: landing.positions(client, settings.landing_path)
+               == kafka_admin.end_offsets(settings), timeout_s=300, every=2)
 
 
 def test_backfill_of_closed_hours_succeeds_and_matches_the_landing_zone(deployment: Settings) -> None:

@@ -418,9 +418,10 @@ def test_completeness_sensor_waits_until_the_landing_zone_reaches_the_log_end(sp
     writer.commit(writer.events(H0, 24))  # 8 events and 1 malformed record per partition: offsets [0, 9)
     writer.send(writer.events(H0, 3), malformed=False)  # one more per partition, not landed yet
 
-    done, reason = batch.landing_complete(isolated, NOW_HOUR, NOW_HOUR + HOUR, 0, client)
+    open_hour = batch.floor_hour(int(time.time() * 1000))  # now, not at import: the suite may cross an hour
+    done, reason = batch.landing_complete(isolated, open_hour, open_hour + HOUR, 0, client)
     assert not done and "still open" in reason  # the current hour has not closed
-    assert hdfs.read_json(client, batch.observation_path(isolated, NOW_HOUR)) is None
+    assert hdfs.read_json(client, batch.observation_path(isolated, open_hour)) is None
 
     done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 0, client)
     assert not done and "behind" in reason and "{0: 1, 1: 1, 2: 1}" in reason

@@ -34,11 +34,14 @@ def produce(settings: Settings, count: int, seed: int) -> None:
 @pytest.fixture
 def service(isolated: Settings):
     name = f"ingest-test-{uuid.uuid4().hex[:6]}"
-    scheduler_was_up = local_stack.SERVICES["airflow-scheduler"].is_up()
+    # the scheduler is ready when the api-server's health endpoint says so: both are needed
+    needed = ["airflow-api-server", "airflow-scheduler"]
+    was_up = {n: local_stack.SERVICES[n].is_up() for n in needed}
     yield isolated, name
     ingest_service.stop(isolated, name)
-    if not scheduler_was_up:  # the Spark-heavy tests that follow need the cores
-        local_stack.SERVICES["airflow-scheduler"].stop()
+    for n in needed:
+        if not was_up[n]:  # the Spark-heavy tests that follow need the cores
+            local_stack.SERVICES[n].stop()
 
 
 def test_ingest_outlives_a_killed_scheduler_and_is_adopted(service) -> None:
@@ -49,7 +52,7 @@ def test_ingest_outlives_a_killed_scheduler_and_is_adopted(service) -> None:
     pid = first["pid"]
     wait_until("the first events to land", lambda: caught_up(settings))
 
-    local_stack.up(services=["postgres", "airflow-scheduler"], quiet=True)
+    local_stack.up(services=["postgres", "airflow-api-server", "airflow-scheduler"], quiet=True)
     scheduler = local_stack.SERVICES["airflow-scheduler"]
     scheduler_sid = scheduler.pid()
     wait_until("the scheduler's LocalExecutor workers", lambda: len(session_members(scheduler_sid)) > 1, 60)
