@@ -48,6 +48,9 @@ def say(message: str) -> None:
 iso = timeutil.iso
 
 
+SUPERVISE_EVERY_S = 15
+
+
 class Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -56,19 +59,30 @@ class Demo:
         self.token = ""
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        """Call the REST API; log in again once when the token has expired (401)."""
-        for attempt in (1, 2):
+        """Call the REST API; log in again when the token has expired (401); when the api-server is
+        unreachable (a daemon died), bring the deployment's dead daemons back (``lambdaflow up``) and
+        try again: the streaming ingest outlives Airflow, so the demo's accounting goes on."""
+        for attempt in range(1, 5):
             try:
                 return stack.api(method, path, body, token=self.token)
             except Exception as exc:
-                if getattr(exc, "code", None) == 401 and attempt == 1:
+                if getattr(exc, "code", None) == 401 and attempt < 4:
                     self.token = stack.api_token()
+                    continue
+                if getattr(exc, "code", None) is None and isinstance(exc, OSError) and attempt < 4:
+                    say(f"  Airflow API unreachable ({exc}); restarting what died (lambdaflow up)")
+                    try:
+                        stack.up(quiet=True)
+                        self.token = stack.api_token()
+                    except (stack.ServiceError, OSError) as again:
+                        say(f"  not yet: {str(again).splitlines()[0]}")
                     continue
                 detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else ""
                 raise UserError(f"Airflow API {method} {path} failed: {exc} {detail}") from exc
         raise AssertionError("unreachable")
 
     def wait(self, what: str, check, every: float = 3.0, report=None):
+        supervised = time.monotonic()
         while True:
             result = check()
             if result:
@@ -77,6 +91,17 @@ class Demo:
                 raise UserError(f"timed out waiting for {what}")
             if report:
                 report()
+            if time.monotonic() - supervised > SUPERVISE_EVERY_S:
+                # a daemon that died (kill -9 of the scheduler...) is started again, as a process
+                # supervisor would; a no-op taking well under a second while everything is up
+                try:
+                    restarted = [name for name, started in stack.up(quiet=True).items() if started]
+                except stack.ServiceError as exc:  # e.g. another daemon died while this one booted
+                    say(f"  restarting what died did not finish ({str(exc).splitlines()[0]}); trying again")
+                    restarted = []
+                if restarted:
+                    say(f"  restarted {', '.join(restarted)} (found dead)")
+                supervised = time.monotonic()
             time.sleep(every)
 
     # ---------------------------------------------------------------------------------- steps
