@@ -60,7 +60,6 @@ import logging
 import re
 import socket
 import time
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -425,21 +424,6 @@ def monitor(settings: Settings, window: int = DEFAULT_WINDOW, record: bool = Tru
     if record:
         record_sample(settings, report, retention_days)
     return report
-
-
-def notify(payload: Mapping[str, Any], webhook_url: str | None = None, timeout_s: float = 10.0) -> None:
-    """Log an alert; also POST it as JSON to ``webhook_url`` when given (failures are logged only)."""
-    body = json.dumps(payload, default=str)
-    log.error("lag monitor alert: %s", body)
-    if not webhook_url:
-        return
-    request = urllib.request.Request(webhook_url, data=body.encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            log.info("alert posted to webhook (HTTP %s)", response.status)
-    except OSError as exc:
-        log.error("could not post the alert to the webhook: %s", exc)
 
 
 # -- CLI ------------------------------------------------------------------------------------------------

@@ -5,14 +5,12 @@ without interruption for at least ``restart_after_s`` (``not_moving_since`` in t
 :func:`lambdaflow.monitoring.alerts.track_lag_status`), remediation is enabled, and the last restart
 is at least ``min_interval_s`` ago (a restart that does not help is not repeated every minute).
 
-**How** (:func:`restart_ingest`, the one place to swap): ``lambdaflow.stack.restart_ingest(settings)``
-when the stack offers it; else, with the stack-managed ingest service
-(:mod:`lambdaflow.stack.ingest_service`), stop it (SIGTERM: the running batch commits, then the job
-exits; a job that does not exit in time is killed) and start it again, which resumes where the
-landing zone ends (only when the service was last started for the same root and topic: a monitor
-of other settings never touches it); else (an ingest that runs as the ``weblogs_ingest`` task) write the stop marker
-and mark the running ``weblogs_ingest`` run failed through Airflow's REST API, so that the
-``@continuous`` schedule starts a new run at once.
+**How** (:func:`restart_ingest`, the one place to swap): the stack-managed ingest service
+(:mod:`lambdaflow.stack.ingest_service`) is stopped (SIGTERM: the running batch commits, then the
+job exits; a job that does not exit in time is killed) and started again in one step under the
+service's start lock, which resumes where the landing zone ends. Only when the service was last
+started for the same root and topic (a monitor of other settings never touches it), and never when
+it was stopped on request.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESTART_AFTER_S = 120.0
 DEFAULT_MIN_INTERVAL_S = 900.0
-INGEST_DAG = "weblogs_ingest"
 STOP_TIMEOUT_S = 60.0  # a clean stop commits the running batch within seconds; a hung job is killed after this
 
 
@@ -57,38 +54,17 @@ def restart_ingest(settings: Settings, service_name: str | None = None) -> dict[
 
     ``service_name`` picks another instance of the ingest service than the deployment's (tests).
     """
-    stack = importlib.import_module("lambdaflow.stack")
-    restart = getattr(stack, "restart_ingest", None)
-    if callable(restart) and service_name is None:
-        return {"how": "lambdaflow.stack.restart_ingest", "result": restart(settings)}
-    service = getattr(stack, "ingest_service", None)
-    if service is not None and hasattr(service, "restart"):
-        named = {} if service_name is None else {"name": service_name}
-        running_for = service.state(settings, **named) if hasattr(service, "state") else {}
-        if (running_for.get("root"), running_for.get("topic")) != (settings.root, settings.topic):
-            # never stop (or start) the service for other settings: a monitor of a test root must not
-            # restart the deployment's ingest
-            return {"how": "skipped", "why": f"the ingest service runs for root {running_for.get('root')} and topic "
-                                             f"{running_for.get('topic')}, not {settings.root} and {settings.topic}"}
-        if running_for.get("state") == "stopped" and service.stopped_on_request(running_for.get("name")):
-            # stopped on purpose (`lambdaflow ingest --stop`, make down): not the monitor's to undo
-            return {"how": "skipped", "why": f"the ingest service {running_for.get('name')} was stopped on request"}
-        # one step under the service's start lock; a hung job ignores SIGTERM: killed after STOP_TIMEOUT_S
-        result = service.restart(settings, timeout_s=STOP_TIMEOUT_S, **named)
-        return {"how": "ingest service stopped and started", **result}
-    return _restart_ingest_task(settings)
-
-
-def _restart_ingest_task(settings: Settings) -> dict[str, Any]:
-    """The ingest as the ``weblogs_ingest`` task: stop marker, then fail the running run (REST API)."""
-    from lambdaflow import ingest
-    from lambdaflow.stack import api, api_token
-
-    ingest.request_stop(settings)
-    token = api_token()
-    runs = api("GET", f"/dags/{INGEST_DAG}/dagRuns?state=running&limit=10", token=token).get("dag_runs", [])
-    failed = []
-    for run in runs:
-        api("PATCH", f"/dags/{INGEST_DAG}/dagRuns/{run['dag_run_id']}", {"state": "failed"}, token=token)
-        failed.append(run["dag_run_id"])
-    return {"how": "stop marker written, running weblogs_ingest runs marked failed", "failed_runs": failed}
+    service = importlib.import_module("lambdaflow.stack").ingest_service
+    named = {} if service_name is None else {"name": service_name}
+    running_for = service.state(settings, **named)
+    if (running_for.get("root"), running_for.get("topic")) != (settings.root, settings.topic):
+        # never stop (or start) the service for other settings: a monitor of a test root must not
+        # restart the deployment's ingest
+        return {"how": "skipped", "why": f"the ingest service runs for root {running_for.get('root')} and topic "
+                                         f"{running_for.get('topic')}, not {settings.root} and {settings.topic}"}
+    if running_for.get("state") == "stopped" and service.stopped_on_request(running_for.get("name")):
+        # stopped on purpose (`lambdaflow ingest --stop`, make down): not the monitor's to undo
+        return {"how": "skipped", "why": f"the ingest service {running_for.get('name')} was stopped on request"}
+    # one step under the service's start lock; a hung job ignores SIGTERM: killed after STOP_TIMEOUT_S
+    result = service.restart(settings, timeout_s=STOP_TIMEOUT_S, **named)
+    return {"how": "ingest service stopped and started", **result}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import date
 
 import pytest
@@ -213,29 +212,3 @@ def test_hdfs_down_is_a_clear_error() -> None:
     settings = Settings().replace(webhdfs_url="http://127.0.0.1:9")
     with pytest.raises(lag.HdfsUnavailable, match=r"cannot reach WebHDFS at http://127\.0\.0\.1:9"):
         lag.history(settings)
-
-
-def test_notify_posts_json_to_the_webhook() -> None:
-    import http.server
-    import threading
-
-    received: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.handle_request)
-    thread.start()
-    lag.notify({"dag_id": "weblogs_lag_monitor", "error": "partition 1: STOP"},
-               f"http://127.0.0.1:{server.server_port}/hook")
-    thread.join(10)
-    server.server_close()
-    assert received == [{"dag_id": "weblogs_lag_monitor", "error": "partition 1: STOP"}]
-    lag.notify({"error": "x"}, "http://127.0.0.1:9/unreachable")  # logged, never raised

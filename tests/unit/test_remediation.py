@@ -56,15 +56,6 @@ def test_the_kept_state_drives_the_policy_across_samples() -> None:
     assert restarts == [4, 8]  # stuck since minute 1: 180 s at minute 4; then 240 s later
 
 
-def test_restart_ingest_prefers_the_stacks_own_restart(monkeypatch) -> None:
-    fake = types.ModuleType("lambdaflow.stack")
-    calls = []
-    fake.restart_ingest = lambda settings: calls.append(settings) or {"pid": 42}
-    monkeypatch.setitem(sys.modules, "lambdaflow.stack", fake)
-    done = remediation.restart_ingest("settings")
-    assert done == {"how": "lambdaflow.stack.restart_ingest", "result": {"pid": 42}} and calls == ["settings"]
-
-
 def test_restart_ingest_stops_and_starts_the_ingest_service(monkeypatch) -> None:
     calls = []
     settings = Settings(root="/lambda", topic="weblogs")
