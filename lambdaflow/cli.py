@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lag": ("lambdaflow.lag", "offset lag of the ingest, per partition, in records and seconds"),
     "batch": ("lambdaflow.batch", "recompute batch views for hours of the landing zone"),
     "query": ("lambdaflow.serving", "the serving query: batch views merged with speed views"),
+    "quarantine": ("lambdaflow.storage.quarantine",
+                   "list quarantined records by reason; replay them through today's parser (those that pass land once)"),
     "demo": ("lambdaflow.demo", "the whole pipeline end to end through Airflow"),
 }
 
