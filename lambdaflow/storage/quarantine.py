@@ -62,6 +62,7 @@ REPLAY_PREFIX = "replay-"
 REPLAY_LOCK = "_replay"
 REPLAYED = "_replayed"
 DEFAULT_LIMIT = 100
+MAX_TEXTS = 20  # full reason texts listed per kind
 # Steps of a replay where the test hook can hold it (see ``_test_pause``).
 TEST_PAUSE_STEPS = ("staged", "committed", "moved_partially", "moved")
 
@@ -151,15 +152,21 @@ def replay_manifest(replay: str, topic: str, files: list[dict], landed_hours: di
     return document
 
 
-def by_reason(counts: Iterable[tuple[str, int]]) -> dict[str, dict]:
-    """``{kind: {"count": n, "reasons": {full text: n}}}`` from (reason, rows) pairs, largest first."""
+def by_reason(counts: Iterable[tuple[str, int]], max_texts: int = MAX_TEXTS) -> dict[str, dict]:
+    """``{kind: {"count": n, "reasons": {full text: n}}}`` from (reason, rows) pairs, largest first.
+
+    A kind keeps its ``max_texts`` most frequent texts (a reason may quote the value, so texts can be
+    as many as records); the rest are summed in ``"other_reasons": {"texts": k, "count": n}``."""
     out: dict[str, dict] = {}
     for reason, n in counts:
         entry = out.setdefault(reason_kind(reason) or "", {"count": 0, "reasons": {}})
         entry["count"] += n
         entry["reasons"][reason] = entry["reasons"].get(reason, 0) + n
     for entry in out.values():
-        entry["reasons"] = dict(sorted(entry["reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
+        ordered = sorted(entry["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+        entry["reasons"] = dict(ordered[:max_texts])
+        if len(ordered) > max_texts:
+            entry["other_reasons"] = {"texts": len(ordered) - max_texts, "count": sum(n for _, n in ordered[max_texts:])}
     return dict(sorted(out.items(), key=lambda kv: (-kv[1]["count"], kv[0])))
 
 
@@ -508,8 +515,13 @@ def _print_table(document: dict) -> None:
     print(f"quarantine {document['quarantine']}: {document['total']} record(s) in {document['files']} file(s)")
     for kind, entry in document["by_reason"].items():
         print(f"  {entry['count']:>8}  {kind}")
-        for text, n in entry["reasons"].items():
+        shown = list(entry["reasons"].items())
+        for text, n in shown[:5]:
             print(f"  {n:>8}    {text}")
+        hidden = entry["count"] - sum(n for _, n in shown[:5])
+        if hidden:
+            texts = len(shown) - 5 + entry.get("other_reasons", {}).get("texts", 0)
+            print(f"  {hidden:>8}    ... {texts} other text(s) (--json lists up to {MAX_TEXTS})")
     if document["records"]:
         print(f"\n{'kafka time':24} {'part':>4} {'offset':>10}  {'reason':40}  value")
         for r in document["records"]:
