@@ -190,8 +190,9 @@ class Topology:
         assert broker.role == KAFKA_BROKER, name
         voters = ",".join(f"{b.settings['node.id']}@{self.host(b, network)}:{b.port('controller')}"
                           for b in self.by_role(KAFKA_BROKER))
-        # on this machine every broker binds localhost; in a container it binds every interface
-        bind = "localhost" if network == HOST else "0.0.0.0"
+        # on this machine every broker binds localhost; in a container every interface (an empty
+        # host, as in Kafka's own compose examples: 0.0.0.0 may not be advertised)
+        bind = "localhost" if network == HOST else ""
         return {
             "process.roles": "broker,controller",
             "controller.quorum.voters": voters,

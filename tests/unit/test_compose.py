@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 import shlex
 import xml.etree.ElementTree as ET
@@ -498,6 +499,8 @@ def test_dockerfiles_fetch_the_local_stacks_jars_from_its_poms() -> None:
             for source in line.split()[:-1]:
                 assert (REPO_ROOT / source).exists(), f"{image} copies missing {source}"
                 assert source in allowed, f"{image} copies {source}, which its .dockerignore leaves out"
+                if line.split()[-1].startswith("/usr/local/bin"):
+                    assert os.access(REPO_ROOT / source, os.X_OK), f"{source} is not executable"
     import lambdaflow.stack.jars as jars  # the same Maven goal and scope as the local stack's
     source = Path(jars.__file__).read_text()
     assert '"dependency:copy-dependencies"' in source and '"-DincludeScope=runtime"' in source
@@ -642,8 +645,8 @@ BROKEN_DOCUMENTS = {
         check_matches_topology, _replace_in(["services", "kafka-init", "command"], "--replication-factor 3",
                                             "--replication-factor 1")),
     "a broker on another port than the topology's": (
-        check_matches_topology, _replace_config("kafka-2-server-properties", "PLAINTEXT://0.0.0.0:29192",
-                                                "PLAINTEXT://0.0.0.0:9092")),
+        check_matches_topology, _replace_config("kafka-2-server-properties", "PLAINTEXT://:29192",
+                                                "PLAINTEXT://:9092")),
     "worker cores not the topology's": (
         check_matches_topology, _replace_in(["services", "spark-worker-2", "command"], "2g", "8g")),
     "a missing DataNode": (
