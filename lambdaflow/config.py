@@ -28,6 +28,8 @@ class Settings:
     webhdfs_url: str = "http://localhost:9870"
     root: str = "/lambda"
     ingest_group: str = "lambdaflow-ingest"
+    # Commits of the landing zone's log folded into a roll-up at a time (0: never; lambdaflow.storage.commit_log)
+    rollup_every: int = 100
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -40,6 +42,7 @@ class Settings:
             webhdfs_url=_env("WEBHDFS_URL", f"http://localhost:{_env('HDFS_HTTP_PORT', '9870')}").rstrip("/"),
             root=_env("LAMBDAFLOW_ROOT", cls.root).rstrip("/"),
             ingest_group=_env("LAMBDAFLOW_INGEST_GROUP", cls.ingest_group),
+            rollup_every=int(_env("LAMBDAFLOW_ROLLUP_EVERY", str(cls.rollup_every))),
         )
 
     def replace(self, **changes) -> "Settings":
@@ -55,6 +58,7 @@ class Settings:
             "WEBHDFS_URL": self.webhdfs_url,
             "LAMBDAFLOW_ROOT": self.root,
             "LAMBDAFLOW_INGEST_GROUP": self.ingest_group,
+            "LAMBDAFLOW_ROLLUP_EVERY": str(self.rollup_every),
         }
 
     # -- HDFS paths (absolute paths inside HDFS, without the hdfs:// prefix) --------------------

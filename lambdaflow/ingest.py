@@ -32,6 +32,7 @@ import time
 from lambdaflow import landing
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
+from lambdaflow.storage import commit_log
 # The single-writer lock, fenced by epochs: a driver paused past the takeover timeout
 # (LAMBDAFLOW_LOCK_STALE_S, default 60 s) and taken over can never commit again.
 from lambdaflow.storage.lock import LockLost, WriterLock as IngestLock
@@ -69,25 +70,31 @@ class LandingCommitter:
         self.totals = {"batches": 0, "landed": 0, "quarantined": 0}
         self._group_consumer = None
         self.lock: IngestLock | None = None  # set by run_stream: commits go through its fenced commit point
+        self.log_store = commit_log.JvmLogStore(fs)
+        # Commits since the last roll-up, kept in memory so that rolling them up reads nothing back.
+        self.unrolled: dict[str, dict] = {}
+        self.rollup_every = settings.rollup_every
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
-        """Roll committed staging directories forward and uncommitted ones back; load positions."""
-        keys = {p.rsplit("/", 1)[1].removesuffix(".json") for p in self.fs.list(self.manifests)
-                if landing.is_manifest_name(p.rsplit("/", 1)[1])}
+        """Roll committed staging directories forward and uncommitted ones back; load positions.
+
+        Reads the bounded commit log (the newest roll-up plus the tail), never the whole history."""
+        state = commit_log.read_state(self.log_store, self.landing)
+        keys = {n.removesuffix(".json") for n in state.tail}
         for staged_dir in self.fs.list(self.staging):
             key = staged_dir.rsplit("/", 1)[1]
-            if key in keys:
+            if key in keys:  # a range commit, or a quarantine replay's (replay-<id>)
                 manifest = json.loads(self.fs.read_text(f"{self.manifests}/{key}.json"))
                 self._move_files(manifest["files"])
                 log.info("recovery: rolled committed batch %s forward", key)
-            else:
+            else:  # never committed (a roll-up covers only batches whose staging was gone)
                 log.info("recovery: rolled uncommitted batch %s back", key)
             self.fs.delete(staged_dir)
         for tmp in self.fs.list(self.manifests):
             if tmp.rsplit("/", 1)[1].startswith("_tmp"):
                 self.fs.delete(tmp, recursive=False)
-        self.positions = landing.positions_from_keys(keys)
+        self.positions = state.positions
 
     def starting_offsets(self, partitions: list[int], earliest: dict[int, int]) -> str:
         """The Kafka source's startingOffsets for a stream without a checkpoint: the landing positions."""
@@ -118,7 +125,8 @@ class LandingCommitter:
         from pyspark.sql import functions as F
 
         from lambdaflow import views
-        from lambdaflow.ingest_transforms import after_positions, landed_rows, parse_records, quarantined_rows
+        from lambdaflow.ingest_transforms import (after_positions, arrival_hour, landed_rows, parse_records,
+                                                  quarantined_rows)
 
         from lambdaflow.storage import offset_log
 
@@ -159,8 +167,9 @@ class LandingCommitter:
                  .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product")))
                 (views.speed_visitors_partial(landed, self.lg_config_k).coalesce(1)
                  .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
-            if n_quarantined:
-                quarantined_rows(parsed).coalesce(1).write.parquet(uri(f"{stage}/quarantine"))
+            if n_quarantined:  # partitioned by arrival hour (the Kafka timestamp's): retention and merges per hour
+                (quarantined_rows(parsed).withColumn("arrival_hour", arrival_hour(F.col("kafka_timestamp")))
+                 .coalesce(1).write.partitionBy("arrival_hour").parquet(uri(f"{stage}/quarantine")))
         finally:
             parsed.unpersist()
         files = self._plan_moves(stage, key)
@@ -175,12 +184,23 @@ class LandingCommitter:
         for r in ranges:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
         self._commit_group_offsets()
+        self.unrolled[f"{key}.json"] = manifest
+        if self.rollup_every and len(self.unrolled) >= self.rollup_every:
+            self.roll_up()
         self.totals["batches"] += 1
         self.totals["landed"] += n_landed
         self.totals["quarantined"] += n_quarantined
         log.info("batch %d committed %s: landed %d, quarantined %d, offsets %s, %.2fs", batch_id, key, n_landed,
                  n_quarantined, ", ".join(f"p{r.partition}:[{r.from_offset},{r.until_offset})" for r in ranges),
                  time.monotonic() - started)
+
+    def roll_up(self) -> None:
+        """Fold the commits since the last roll-up into a new one and delete their manifests, so the
+        commit log stays O(hours), not O(micro-batches) (:mod:`lambdaflow.storage.commit_log`)."""
+        started = time.monotonic()
+        rolled = commit_log.roll_up(self.log_store, self.landing, pending=self.unrolled)
+        self.unrolled.clear()
+        log.info("rolled up %d commit(s) of the landing zone's log in %.2fs", rolled, time.monotonic() - started)
 
     def _commit_manifest(self, key: str, manifest: dict) -> None:
         """Make the manifest visible: through the lock's fenced commit point (fails once taken over)."""

@@ -153,6 +153,12 @@ def quarantined_rows(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS)
 
 
+def arrival_hour(kafka_timestamp: Column) -> Column:
+    """The hour (epoch ms) a record arrived in Kafka: the quarantine's partition column."""
+    millis = F.unix_millis(kafka_timestamp)
+    return millis - millis % F.lit(3_600_000)
+
+
 def after_positions(records: DataFrame, positions: dict[int, int]) -> DataFrame:
     """Drop records at offsets the landing zone already holds (a replayed or overlapping range)."""
     if not positions:

@@ -100,26 +100,6 @@ class LagAlert(RuntimeError):
     """The ingest does not keep up: the message names the partitions and figures."""
 
 
-# -- the landing zone's commit log ----------------------------------------------------------------
-
-def landing_progress(entries: Iterable[tuple[str, int | None]]) -> dict[int, tuple[int, int | None]]:
-    """``{partition: (landing position, last landed at)}`` from ``(manifest name, mtime ms)`` pairs.
-
-    The position is the largest ``until_offset`` compared as an integer, as in
-    :func:`lambdaflow.landing.positions_from_keys`; the time is the newest mtime of a manifest
-    holding the partition. In-flight and other bookkeeping names (``_tmp...``) are skipped.
-    """
-    progress: dict[int, tuple[int, int | None]] = {}
-    for name, mtime in entries:
-        if not landing.is_manifest_name(name):
-            continue
-        for r in landing.parse_commit_key(name):
-            position, landed_at = progress.get(r.partition, (r.until_offset, mtime))
-            times = [t for t in (landed_at, mtime) if t is not None]
-            progress[r.partition] = (max(position, r.until_offset), max(times, default=None))
-    return progress
-
-
 # -- pure figures -----------------------------------------------------------------------------------
 
 def records_behind(log_start: int, log_end: int, committed: int | None) -> int:
@@ -257,39 +237,12 @@ def _require_kafka(settings: Settings, timeout_s: float = 3.0) -> None:
 
 
 def _read_landing_progress(settings: Settings) -> dict[int, tuple[int, int | None]]:
-    path = f"{settings.landing_path}/{landing.MANIFESTS}"
+    """``{partition: (landing position, last landed at ms)}`` from the bounded commit log: the newest
+    roll-up and the manifests after it (:meth:`lambdaflow.storage.commit_log.LogState.progress`)."""
+    from lambdaflow.storage import commit_log
+
     with webhdfs_errors(settings):
-        c = hdfs.client(settings)
-        if c.status(path, strict=False) is None:
-            return {}
-        listing = c.list(path, status=True)
-    return landing_progress((name, status["modificationTime"]) for name, status in listing)
-
-
-def _oldest_unlanded_timestamps(settings: Settings, positions: Mapping[int, int]) -> dict[int, int]:
-    """Kafka timestamp (ms) of the first record at or after each position, by partition."""
-    if not positions:
-        return {}
-    with _kafka_errors(settings):
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="lambdaflow-lag",
-                                 group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                 max_partition_fetch_bytes=64 * 1024, request_timeout_ms=10000,
-                                 isolation_level="read_committed")  # as the ingest reads
-        try:
-            tps = {TopicPartition(settings.topic, p): offset for p, offset in positions.items()}
-            consumer.assign(list(tps))
-            for tp, offset in tps.items():
-                consumer.seek(tp, offset)
-            found: dict[int, int] = {}
-            deadline = time.monotonic() + _FETCH_TIMEOUT_S
-            while len(found) < len(tps) and time.monotonic() < deadline:
-                for tp, records in consumer.poll(timeout_ms=500).items():
-                    if records and tp.partition not in found:
-                        found[tp.partition] = records[0].timestamp
-                        consumer.pause(tp)
-            return found
-        finally:
-            consumer.close()
+        return commit_log.read_state(commit_log.WebLogStore(hdfs.client(settings)), settings.landing_path).progress()
 
 
 def sample(settings: Settings) -> dict[str, Any]:

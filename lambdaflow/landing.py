@@ -3,7 +3,8 @@
 Layout under ``settings.landing_path`` (``/lambda/landing/weblogs``)::
 
     timestamp_hour=<epoch ms>/part-<commit key>-<n>.snappy.parquet   landed events
-    _manifests/<commit key>.json                                     one per committed micro-batch
+    _manifests/<commit key>.json                                     one per micro-batch since the last roll-up
+    _rollups/<seq>.json                                              the commit log rolled up (cumulative)
     _staging/<commit key>/e<epoch>/...                               a batch being written
     _writer/                                                         the fenced writer's lock
                                                                      (lambdaflow.storage.lock)
@@ -30,7 +31,10 @@ with ``isolation.level=read_committed``: offsets are not contiguous (transaction
 records, compaction), so a range may hold fewer rows than ``until - from``, or none: a batch whose
 records were all aborted still commits its range, with zero rows, so the position advances.
 
-The **landing position** of a partition is the largest ``until`` over all manifests, compared as
+The commit log stays bounded: manifests are rolled up into cumulative roll-ups, and readers take
+the newest roll-up plus the manifests it does not cover (:mod:`lambdaflow.storage.commit_log`).
+
+The **landing position** of a partition is the largest ``until`` over all commits, compared as
 integers. It is the ingest's truth about progress: recovery without a checkpoint resumes there,
 the lag monitor measures from it, the batch layer's completeness check waits for it. Positions are
 compared with the log's end read under ``read_committed`` (the last stable offset): landing
@@ -116,7 +120,8 @@ def parse_commit_key(key: str) -> list[OffsetRange]:
 
 
 def is_manifest_name(name: str) -> bool:
-    return name.endswith(".json") and not name.startswith("_")
+    """A range commit's manifest ``<commit key>.json`` (not a temp file, not a replay's manifest)."""
+    return name.endswith(".json") and all(_RANGE.match(part) for part in name[:-5].split("_"))
 
 
 def positions_from_keys(keys: Iterable[str]) -> dict[int, int]:
@@ -127,24 +132,6 @@ def positions_from_keys(keys: Iterable[str]) -> dict[int, int]:
             if r.until_offset > positions.get(r.partition, -1):
                 positions[r.partition] = r.until_offset
     return positions
-
-
-def merge_ranges(keys: Iterable[str]) -> dict[int, list[tuple[int, int]]]:
-    """Committed offsets per partition as sorted, coalesced [from, until) intervals (gaps show)."""
-    per_partition: dict[int, list[tuple[int, int]]] = {}
-    for key in keys:
-        for r in parse_commit_key(key):
-            per_partition.setdefault(r.partition, []).append((r.from_offset, r.until_offset))
-    merged: dict[int, list[tuple[int, int]]] = {}
-    for partition, intervals in per_partition.items():
-        out: list[tuple[int, int]] = []
-        for start, end in sorted(intervals):
-            if out and start <= out[-1][1]:
-                out[-1] = (out[-1][0], max(out[-1][1], end))
-            else:
-                out.append((start, end))
-        merged[partition] = out
-    return merged
 
 
 def staging_name(key: str, epoch: int | None) -> str:
@@ -174,32 +161,36 @@ def hour_of(timestamp_ms: int) -> int:
     return timestamp_ms - timestamp_ms % 3_600_000
 
 
-# ------------------------------------------------------------------ plain-Python readers (WebHDFS)
+# ------------------------------------------------------------------ readers
+# Readers go through the bounded commit log (roll-ups plus the tail): lambdaflow.storage.commit_log.
+def positions(fs_or_client, landing_path: str) -> dict[int, int]:
+    """Landing position per partition (a JvmFs or a WebHDFS client)."""
+    from lambdaflow.storage import commit_log
+
+    return commit_log.positions(fs_or_client, landing_path)
+
+
 def manifest_keys(client, landing_path: str) -> list[str]:
-    """Commit keys of every committed micro-batch (listing only: the names carry the ranges)."""
-    from lambdaflow.hdfs import list_names
+    """Commit keys of the tail: the micro-batches committed since the newest roll-up (WebHDFS)."""
+    from lambdaflow.storage import commit_log
 
-    return [n.removesuffix(".json") for n in list_names(client, f"{landing_path}/{MANIFESTS}")
-            if is_manifest_name(n)]
-
-
-def positions(client, landing_path: str) -> dict[int, int]:
-    return positions_from_keys(manifest_keys(client, landing_path))
+    state = commit_log.read_state(commit_log.WebLogStore(client), landing_path)
+    return [n.removesuffix(".json") for n in state.range_names]
 
 
 def read_manifests(client, landing_path: str) -> list[dict]:
-    from lambdaflow.hdfs import read_json
+    """The tail's manifest documents (recent commits; totals come from ``commit_log.totals``)."""
+    from lambdaflow.storage import commit_log
 
-    return [read_json(client, f"{landing_path}/{MANIFESTS}/{k}.json") for k in manifest_keys(client, landing_path)]
+    store = commit_log.WebLogStore(client)
+    return list(commit_log.read_tail(store, landing_path, commit_log.read_state(store, landing_path)).values())
 
 
 def landed_rows_by_hour(client, landing_path: str) -> dict[int, int]:
-    """Rows landed per event hour, summed over the manifests (the batch layer's validation)."""
-    hours: dict[int, int] = {}
-    for manifest in read_manifests(client, landing_path):
-        for hour, rows in manifest.get("hours", {}).items():
-            hours[int(hour)] = hours.get(int(hour), 0) + rows
-    return hours
+    """Rows landed per event hour (roll-ups plus tail: ``commit_log.landed_rows_by_hour``)."""
+    from lambdaflow.storage import commit_log
+
+    return commit_log.landed_rows_by_hour(client, landing_path)
 
 
 def dumps(document: dict) -> str:

@@ -27,8 +27,9 @@ Rules:
 - **Late data.** A record keeps the number of rows its recomputation read (``landed_rows``; also the
   landing positions it saw and ``rows_below_positions``, for the record). Every committed manifest
   carries, in its ``"hours"``, the rows it landed per event hour, so an hour's landed count today is
-  the sum over the manifests (kept as a roll-up, ``_late/landed_by_hour.json``, so that each run reads
-  only the manifests committed since: :func:`landed_by_hour`). Every run of ``--hour`` / ``--from
+  the sum over the commit log (the newest roll-up plus the manifests after it,
+  :mod:`lambdaflow.storage.commit_log`: a run reads O(tail) manifests; hours archived by retention
+  are left alone). Every run of ``--hour`` / ``--from
   --to`` (unless ``--no-late``) also recomputes every recorded hour of the current version, however
   old, whose landed count differs from its ``landed_rows`` (:func:`late_hours`): after the next run
   the batch views equal the landed rows for every hour. A batch still moving its files into place

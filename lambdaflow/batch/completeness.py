@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from lambdaflow import hdfs, landing
 from lambdaflow.config import Settings
+from lambdaflow.storage import commit_log
 
 if TYPE_CHECKING:
     from hdfs import InsecureClient
@@ -42,7 +43,7 @@ def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lat
         log_end = kafka_admin.end_offsets(settings)
         observation = {"observed_at_ms": now_ms, "log_end_offsets": {str(p): o for p, o in log_end.items()}}
         hdfs.write_json(c, path, observation)
-    positions = landing.positions_from_keys(manifest_names(WebHdfsStore(c), settings))
+    positions = commit_log.positions(c, settings.landing_path)
     behind = {int(p): end - positions.get(int(p), 0)
               for p, end in sorted(observation["log_end_offsets"].items(), key=lambda item: int(item[0]))
               if positions.get(int(p), 0) < end}

@@ -101,11 +101,6 @@ hours_between = timeutil.hours_between
 
 
 # ------------------------------------------------------------------------------ offset ranges
-def manifest_names(store: "Store", settings: Settings) -> list[str]:
-    """Names of the committed offset-range manifests (``<commit key>.json``)."""
-    return [n for n in store.list_names(manifests_path(settings)) if landing.is_manifest_name(n)]
-
-
 def committed_after(ranges: list[landing.OffsetRange], positions: dict[int, int]) -> bool:
     """Whether a manifest's ranges go beyond ``positions``, i.e. it was committed after they were taken."""
     return any(r.until_offset > positions.get(r.partition, 0) for r in ranges)

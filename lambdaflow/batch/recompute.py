@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from lambdaflow import landing
 from lambdaflow.config import Settings
+from lambdaflow.storage import commit_log
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -58,9 +59,9 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
     # whose staging directory is still there may be partly visible: the positions stop before it, and
     # the late-data check counts it as committed after them. (Listing manifests first is what makes
     # "not staging any more" mean "all moved".)
-    committed = manifest_names(fs, settings)
+    committed = commit_log.read_state(fs, settings.landing_path)
     moving = set(fs.list_names(f"{settings.landing_path}/{landing.STAGING}"))
-    positions = landing.positions_from_keys(n for n in committed if n.removesuffix(".json") not in moving)
+    positions = committed.settled_positions(moving)
     present = landed_hours(fs, settings)
     started = time.monotonic()
     events = read_landing(spark, settings, hours, present).select(
@@ -144,7 +145,7 @@ def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = Fal
         new = max({old} | existing) + 1
         landed = landed_hours(fs, settings)
         known = landed | recorded_hours(fs, settings, old)
-        boundary = completeness_boundary(landed, landing.positions_from_keys(manifest_names(fs, settings)),
+        boundary = completeness_boundary(landed, commit_log.positions(fs, settings.landing_path),
                                          kafka_admin.end_offsets(settings), now_ms, int(allowed_lateness_s * 1000))
         hours = [h for h in range(min(known), max(known) + HOUR_MS, HOUR_MS) if h < boundary]
         if not hours:

@@ -120,29 +120,37 @@ class ManifestCache:
         self._zones: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
     def totals(self, settings: Settings, client: Any = None) -> dict[str, Any]:
-        """:func:`landing_totals` of the landing zone, plus how many manifests it covers so far."""
-        from lambdaflow import hdfs, landing
+        """:func:`landing_totals` of the landing zone: the commit log's newest roll-up plus the tail
+        of manifests after it (cached by key), so a request reads O(tail) files, never the history."""
+        from lambdaflow import hdfs
+        from lambdaflow.storage import commit_log
 
         with _webhdfs_reachable(settings):
             c = client if client is not None else hdfs.client(settings)
-            keys = landing.manifest_keys(c, settings.landing_path)
-            listed = set(keys)
+            store = commit_log.WebLogStore(c)
+            state = commit_log.read_state(store, settings.landing_path)
+            keys = sorted(state.tail)
             with self._lock:
                 cached = self._zones.setdefault((settings.webhdfs_url, settings.landing_path), {})
-                for gone in cached.keys() - listed:  # deleted (with its landing zone, say): no longer counts
+                for gone in cached.keys() - set(keys):  # rolled up or deleted: no longer read one by one
                     del cached[gone]
                 missing = [k for k in keys if k not in cached][: self.reads_per_request]
+            directory = commit_log.manifests_dir(settings.landing_path)
 
-            def read(key: str) -> tuple[str, Any]:
-                return key, hdfs.read_json(c, f"{settings.landing_path}/{landing.MANIFESTS}/{key}.json")
+            def read(name: str) -> tuple[str, Any]:
+                return name, hdfs.read_json(c, f"{directory}/{name}")
 
             with ThreadPoolExecutor(max_workers=self.threads) as pool:
                 fresh = [(k, doc) for k, doc in pool.map(read, missing) if isinstance(doc, dict)]
         with self._lock:
             cached.update((k, manifest_figures(doc)) for k, doc in fresh)
             manifests = [cached[k] for k in keys if k in cached]
-        totals = landing_totals(manifests)
-        totals.update(manifests_listed=len(keys), manifests_read=len(manifests), partial=len(manifests) < len(keys))
+        rollup = state.rollup
+        figures = [{**manifest_figures(rollup), "batches": int(rollup.get("batches", 0)),
+                    "committed_at_ms": max(map(int, rollup.get("landed_at_ms", {}).values()), default=None)}]
+        totals = landing_totals(figures + manifests if rollup.get("seq") else manifests)
+        totals.update(manifests_listed=len(keys), manifests_read=len(manifests), partial=len(manifests) < len(keys),
+                      rollup=state.rollup_name)
         return totals
 
 
@@ -368,7 +376,7 @@ def landing_totals(manifests: Iterable[Mapping[str, Any]], chart_hours: int = LA
     by_hour: Counter[int] = Counter()
     committed: list[int] = []
     for m in manifests:
-        batches += 1
+        batches += int(m.get("batches", 1))  # a roll-up stands for many
         landed += int(m.get("landed_rows") or 0)
         q = int(m.get("quarantined_rows") or 0)
         quarantined += q

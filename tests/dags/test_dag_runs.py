@@ -20,6 +20,7 @@ from lambdaflow import hdfs, kafka_admin, landing
 from lambdaflow.config import Settings
 from lambdaflow.stack import airflow_env
 from lambdaflow.stack.services import airflow_command
+from lambdaflow.storage import commit_log
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +60,8 @@ def test_dags_test_weblogs_ingest_bounded(pipeline: Settings) -> None:
     dags_test(pipeline, "weblogs_ingest_once")
     client = hdfs.client(pipeline)
     assert landing.positions(client, pipeline.landing_path) == kafka_admin.end_offsets(pipeline)
-    manifests = landing.read_manifests(client, pipeline.landing_path)
-    assert sum(m["landed_rows"] + m["quarantined_rows"] for m in manifests) == EVENTS
+    totals = commit_log.totals(client, pipeline.landing_path)
+    assert totals["landed_rows"] + totals["quarantined_rows"] == EVENTS
 
 
 def test_dags_test_weblogs_lag_monitor_caught_up(pipeline: Settings) -> None:

@@ -330,8 +330,9 @@ class FakeWebHdfs:
         exists = path in self.files or any(p.startswith(path + "/") for p in self.files)
         return {"type": "FILE" if path in self.files else "DIRECTORY"} if exists else None
 
-    def list(self, path: str):
-        return sorted({p[len(path) + 1:].split("/")[0] for p in self.files if p.startswith(path + "/")})
+    def list(self, path: str, status: bool = False):
+        names = sorted({p[len(path) + 1:].split("/")[0] for p in self.files if p.startswith(path + "/")})
+        return [(n, {"modificationTime": 0}) for n in names] if status else names
 
     def read(self, path: str, encoding: str | None = None):
         self.reads += 1
@@ -355,6 +356,15 @@ def test_manifest_cache_reads_each_manifest_once_and_follows_the_listing() -> No
     assert not third["partial"] and third["landed_rows"] == 111 and client.reads == 3
     del client.files[f"{base}/0-0-100.json"]
     assert cache.totals(settings, client)["landed_rows"] == 21 and client.reads == 3
+    # A roll-up covering the first two commits: its figures count once, the covered manifests are not read.
+    from lambdaflow.storage import commit_log
+
+    rollup = commit_log.fold({}, {"0-0-100.json": MANIFESTS[0], "0-100-150_1-0-9.json": MANIFESTS[1]})
+    client.files[f"{settings.landing_path}/_rollups/{commit_log.rollup_name(1)}"] = {**rollup, "seq": 1}
+    client.files[f"{base}/0-0-100.json"] = MANIFESTS[0]  # not yet pruned: covered, so not counted twice
+    fourth = cache.totals(settings, client)
+    assert fourth["landed_rows"] == 111 and fourth["manifests_listed"] == 1 and client.reads == 4
+    assert fourth["batches"] == 3
 
 
 def test_webhdfs_down_is_one_clear_line() -> None:

@@ -27,19 +27,32 @@ def window(*rows: tuple) -> list[dict]:
 
 # -- commit keys and positions ------------------------------------------------------------------------
 
+def _progress(names, rollup=None):
+    from lambdaflow.storage import commit_log
+
+    return commit_log.LogState(rollup or commit_log.empty_rollup(), dict(names), None).progress()
+
+
 def test_landing_progress_compares_offsets_as_integers_and_keeps_newest_mtime() -> None:
-    names = [("0-0-9_1-0-5.json", 1000), ("0-9-10.json", 3000), ("0-10-100_2-0-7.json", 2000),
-             ("_tmp.0-100-99999.json.123", 9000)]
-    assert lag.landing_progress(names) == {0: (100, 3000), 1: (5, 1000), 2: (7, 2000)}
+    names = [("0-0-9_1-0-5.json", 1000), ("0-9-10.json", 3000), ("0-10-100_2-0-7.json", 2000)]
+    assert _progress(names) == {0: (100, 3000), 1: (5, 1000), 2: (7, 2000)}
     # "9" > "10" > "100" as strings; as integers the position is 100
     assert landing.positions_from_keys(n for n, _ in names if landing.is_manifest_name(n)) == {0: 100, 1: 5, 2: 7}
+    assert not landing.is_manifest_name("_tmp.0-100-99999.json.123")
+    assert not landing.is_manifest_name("replay-ab12.json") and not landing.is_manifest_name("part-0001.json")
 
 
-def test_landing_progress_absent_partitions_and_bad_names() -> None:
-    assert lag.landing_progress([]) == {}
-    assert lag.landing_progress([("2-40-41.json", None)]) == {2: (41, None)}
-    with pytest.raises(ValueError, match="not a commit key"):
-        lag.landing_progress([("part-0001.json", 1)])
+def test_landing_progress_from_a_rollup_and_its_tail() -> None:
+    from lambdaflow.storage import commit_log
+
+    rollup = commit_log.fold({}, {"0-0-50_1-0-5.json": {"committed_at_ms": 500}})
+    assert _progress([], rollup) == {0: (50, 500), 1: (5, 500)}
+    assert _progress([("0-50-60.json", 900)], rollup) == {0: (60, 900), 1: (5, 500)}
+
+
+def test_landing_progress_absent_partitions() -> None:
+    assert _progress([]) == {}
+    assert _progress([("2-40-41.json", None)]) == {2: (41, None)}
 
 
 # -- figures --------------------------------------------------------------------------------------------
