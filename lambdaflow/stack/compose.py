@@ -235,6 +235,7 @@ def hdfs_services() -> dict[str, dict]:
 def spark_services() -> dict[str, dict]:
     image = images()["spark"]
     master = CLUSTER.one(topo.SPARK_MASTER)
+    master_args, master_env = CLUSTER.spark_daemon(master.name, NET, DATA_ROOT)
     services = {
         master.name: {
             **image,
@@ -242,27 +243,21 @@ def spark_services() -> dict[str, dict]:
             "restart": "unless-stopped",
             # The master binds its RPC port on --host (this container's name, the spark:// URL's
             # host); its web UI binds every interface.
-            "command": ["spark-class", "org.apache.spark.deploy.master.Master", "--host", master.name,
-                        "--port", str(master.port("rpc")), "--webui-port", str(master.port("ui"))],
-            "environment": {
-                "SPARK_DAEMON_MEMORY": master.heap,
-                "SPARK_MASTER_OPTS": " ".join(f"-D{k}={v}" for k, v in master.settings.items()),
-            },
+            "command": ["spark-class", *master_args],
+            "environment": master_env,
             "healthcheck": healthcheck(
                 f"curl -fsS http://{master.name}:{master.port('ui')}/json/ | grep -q ALIVE"
                 f" && {tcp_probe(master.name, master.port('rpc'))}"),
         },
     }
     for worker in CLUSTER.by_role(topo.SPARK_WORKER):
+        args, env = CLUSTER.spark_daemon(worker.name, NET, DATA_ROOT)
         services[worker.name] = {
             **image,
             "hostname": worker.name,
             "restart": "unless-stopped",
-            "command": ["spark-class", "org.apache.spark.deploy.worker.Worker", "--host", worker.name,
-                        "--port", str(worker.port("rpc")), "--webui-port", str(worker.port("ui")),
-                        "--cores", worker.settings["cores"], "--memory", worker.settings["memory"],
-                        "--work-dir", f"{DATA_ROOT}/{worker.data_dir}", CLUSTER.spark_master_url(NET)],
-            "environment": {"SPARK_DAEMON_MEMORY": worker.heap},
+            "command": ["spark-class", *args],
+            "environment": env,
             "volumes": [f"{_volume(worker)}:{DATA_ROOT}"],
             "healthcheck": healthcheck(
                 f"curl -fsS http://{worker.name}:{worker.port('ui')}/json/ | grep -q {CLUSTER.spark_master_url(NET)}"),
@@ -272,18 +267,11 @@ def spark_services() -> dict[str, dict]:
 
 
 def airflow_environment() -> dict[str, str]:
-    api = CLUSTER.one(topo.AIRFLOW_API_SERVER)
-    scheduler = CLUSTER.one(topo.AIRFLOW_SCHEDULER)
-    triggerer = CLUSTER.one(topo.AIRFLOW_TRIGGERER)
     namenode = CLUSTER.one(topo.HDFS_NAMENODE)
     master = CLUSTER.one(topo.SPARK_MASTER)
     bootstrap = CLUSTER.kafka_bootstrap(NET)
     import json
 
-    settings = {}
-    for service in CLUSTER.services:
-        if service.role.startswith("airflow-"):
-            settings.update(service.settings)
     return {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
@@ -294,18 +282,14 @@ def airflow_environment() -> dict[str, str]:
         "AIRFLOW__API__SECRET_KEY": required("AIRFLOW_SECRET_KEY"),
         "AIRFLOW__API_AUTH__JWT_SECRET": required("AIRFLOW_JWT_SECRET"),
         "AIRFLOW__API__HOST": "0.0.0.0",
-        "AIRFLOW__API__PORT": str(api.port("http")),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{setting('AIRFLOW_UI_PORT')}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{CLUSTER.airflow_url(NET)}/execution/",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "0.0.0.0",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(scheduler.port("health")),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(scheduler.port("logs")),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(triggerer.port("logs")),
         "AIRFLOW__CORE__DAGS_FOLDER": "/opt/lambdaflow/dags",
         "AIRFLOW__CORE__PLUGINS_FOLDER": "/opt/lambdaflow/plugins",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        **settings,
+        **CLUSTER.airflow_config(),
         # lambdaflow: the checkout is mounted at /opt/lambdaflow; the jars are in the image
         "PYTHONPATH": "/opt/lambdaflow",
         "VIRTUAL_ENV": "/home/airflow/.local",  # where pip put spark-submit in this image

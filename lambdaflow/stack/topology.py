@@ -235,6 +235,43 @@ class Topology:
             })
         return {"core-site.xml": {"fs.defaultFS": self.hdfs_url(network)}, "hdfs-site.xml": hdfs}
 
+    def spark_daemon(self, name: str, network: str = HOST, data_root: str = "/data") -> tuple[list[str], dict[str, str]]:
+        """``(args, env)`` of a Spark master or worker: ``spark-class *args`` with ``env`` added.
+        The RPC port binds the address clients use (``--host``); the web UI binds every interface."""
+        service = self.service(name)
+        host = self.host(service, network)
+        env = {"SPARK_DAEMON_MEMORY": service.heap}
+        if service.role == SPARK_MASTER:
+            args = ["org.apache.spark.deploy.master.Master", "--host", host,
+                    "--port", str(service.port("rpc")), "--webui-port", str(service.port("ui"))]
+            env["SPARK_MASTER_OPTS"] = " ".join(f"-D{k}={v}" for k, v in service.settings.items())
+        elif service.role == SPARK_WORKER:
+            args = ["org.apache.spark.deploy.worker.Worker", "--host", host,
+                    "--port", str(service.port("rpc")), "--webui-port", str(service.port("ui")),
+                    "--cores", service.settings["cores"], "--memory", service.settings["memory"],
+                    "--work-dir", f"{data_root}/{service.data_dir}", self.spark_master_url(network)]
+        else:
+            raise ValueError(f"{name} is not a Spark daemon")
+        return args, env
+
+    def airflow_config(self) -> dict[str, str]:
+        """``AIRFLOW__*`` settings every Airflow process of this topology shares: its ports (the
+        api-server fetches task logs from the scheduler's and triggerer's log servers) and sizes."""
+        config = {}
+        for service in self.services:
+            if service.role.startswith("airflow-"):
+                config.update(service.settings)
+        api = self.one(AIRFLOW_API_SERVER)
+        config["AIRFLOW__API__PORT"] = str(api.port("http"))
+        scheduler, triggerer = self.one(AIRFLOW_SCHEDULER), self.one(AIRFLOW_TRIGGERER)
+        if "health" in scheduler.ports:
+            config["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] = str(scheduler.port("health"))
+        if "logs" in scheduler.ports:
+            config["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(scheduler.port("logs"))
+        if "logs" in triggerer.ports:
+            config["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(triggerer.port("logs"))
+        return config
+
     # -- sizing --------------------------------------------------------------------------------
     def memory_mb(self) -> int:
         """Heap caps of every daemon plus the Spark executors and drivers the workers may host."""

@@ -408,10 +408,8 @@ def check_matches_topology(doc: dict) -> None:
             CLUSTER.kafka_bootstrap(NET), CLUSTER.hdfs_url(NET), CLUSTER.webhdfs_url(NET), CLUSTER.spark_master_url(NET))
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith(f"@{CLUSTER.metadata_db_address(NET)}/airflow")
         assert env["AIRFLOW__API__PORT"] == str(CLUSTER.one(topo.AIRFLOW_API_SERVER).port("http"))
-        for airflow in CLUSTER.services:
-            if airflow.role.startswith("airflow-"):
-                for key, value in airflow.settings.items():
-                    assert env.get(key) == value, f"{name}: {key}"
+        for key, value in CLUSTER.airflow_config().items():  # ports, parallelism: the topology's
+            assert env.get(key) == value, f"{name}: {key} = {env.get(key)}, the topology says {value}"
     db = CLUSTER.one(topo.POSTGRES)
     assert f"-c port={db.port('postgres')}" in command_text(services[db.name])
 
@@ -647,6 +645,8 @@ BROKEN_DOCUMENTS = {
     "a broker on another port than the topology's": (
         check_matches_topology, _replace_config("kafka-2-server-properties", "PLAINTEXT://:29192",
                                                 "PLAINTEXT://:9092")),
+    "a log server port not the topology's": (
+        check_matches_topology, _set(["services", "airflow-triggerer", "environment", "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"], "8794")),
     "worker cores not the topology's": (
         check_matches_topology, _replace_in(["services", "spark-worker-2", "command"], "2g", "8g")),
     "a missing DataNode": (

@@ -207,6 +207,19 @@ def test_daemon_configuration() -> None:
     assert hdfs["dfs.datanode.data.dir"] == "file:///run/data/hdfs/data-2"
     assert hdfs["dfs.replication"] == "2" and hdfs["dfs.namenode.safemode.extension"] == "0"
     assert CLUSTER.hadoop_site("namenode", topo.COMPOSE)["hdfs-site.xml"]["dfs.namenode.rpc-bind-host"] == "0.0.0.0"
+    args, env = CLUSTER.spark_daemon("spark-worker-2", topo.HOST, "/run/data")
+    assert args == ["org.apache.spark.deploy.worker.Worker", "--host", "localhost", "--port", "27178",
+                    "--webui-port", "28182", "--cores", "2", "--memory", "2g", "--work-dir",
+                    "/run/data/spark/worker-2", "spark://localhost:27077"]
+    assert env == {"SPARK_DAEMON_MEMORY": "512m"}
+    args, env = CLUSTER.spark_daemon("spark-master", topo.COMPOSE)
+    assert args[args.index("--host") + 1] == "spark-master" and "-Dspark.deploy.defaultCores=1" in env["SPARK_MASTER_OPTS"]
+    airflow = CLUSTER.airflow_config()
+    assert (airflow["AIRFLOW__API__PORT"], airflow["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"],
+            airflow["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]) == ("28080", "28793", "28794")
+    assert LOCAL.airflow_config()["AIRFLOW__API__PORT"] == "8080"
+    with pytest.raises(ValueError):
+        CLUSTER.spark_daemon("namenode")
     with pytest.raises(AssertionError):
         CLUSTER.kafka_properties("namenode")
     with pytest.raises(TypeError):
