@@ -190,7 +190,7 @@ def hdfs_services() -> dict[str, dict]:
     for service in [*CLUSTER.by_role(topo.HDFS_NAMENODE), *CLUSTER.by_role(topo.HDFS_DATANODE)]:
         namenode = service.role == topo.HDFS_NAMENODE
         probe = (f"curl -fsS 'http://{service.name}:{service.port('http')}/jmx?qry=Hadoop:service=NameNode,name=NameNodeStatus'"
-                 " | grep -q '\"State\" : \"active\"'" if namenode
+                 " | grep -Eq '\"State\" *: *\"active\"'" if namenode
                  else f"curl -fsS -o /dev/null http://{service.name}:{service.port('http')}/jmx")
         services[service.name] = {
             **image,
@@ -246,7 +246,7 @@ def spark_services() -> dict[str, dict]:
             "command": ["spark-class", *master_args],
             "environment": master_env,
             "healthcheck": healthcheck(
-                f"curl -fsS http://{master.name}:{master.port('ui')}/json/ | grep -q ALIVE"
+                f"curl -fsS http://{master.name}:{master.port('ui')}/json/ | grep -Eq '\"status\" *: *\"ALIVE\"'"
                 f" && {tcp_probe(master.name, master.port('rpc'))}"),
         },
     }
