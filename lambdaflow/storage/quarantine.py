@@ -166,7 +166,8 @@ def by_reason(counts: Iterable[tuple[str, int]], max_texts: int = MAX_TEXTS) -> 
         ordered = sorted(entry["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
         entry["reasons"] = dict(ordered[:max_texts])
         if len(ordered) > max_texts:
-            entry["other_reasons"] = {"texts": len(ordered) - max_texts, "count": sum(n for _, n in ordered[max_texts:])}
+            rest = ordered[max_texts:]
+            entry["other_reasons"] = {"texts": len(rest), "count": sum(n for _, n in rest)}
     return dict(sorted(out.items(), key=lambda kv: (-kv[1]["count"], kv[0])))
 
 
@@ -247,6 +248,16 @@ def list_records(spark, settings: Settings, reason: str | None = None, from_ms: 
 
 
 # ------------------------------------------------------------------------------------ replay
+def replay_running(fs, settings: Settings) -> bool:
+    """Whether a live replay holds the replay lock: its uncommitted ``_staging/replay-<id>`` is in
+    progress, not a leftover (the ingest's start-up recovery must not roll it back then)."""
+    from lambdaflow.storage.lock import WriterLock
+
+    lock = WriterLock(fs, f"{settings.quarantine_path}/{REPLAY_LOCK}")
+    n, holder, beat = lock.current()
+    return n > 0 and not lock._takeable(holder, beat)
+
+
 class Replay:
     """One replay run over a landing zone and its quarantine (see the module docstring)."""
 
@@ -356,10 +367,10 @@ class Replay:
             "kafka_partition", "kafka_offset", F.col("reason").alias("_new_reason"),
             *(F.col(c).alias(f"_new_{c}") for c in LANDING_COLUMNS if c not in ("kafka_partition", "kafka_offset")),
             F.lit(True).alias("_verdict"))
+        passes = F.col("_candidate") & F.col("_verdict") & F.col("_new_reason").isNull()
         judged = (rows.withColumn("_candidate", candidate)
                   .join(verdicts, ["kafka_partition", "kafka_offset"], "left")
-                  .withColumn("_passes", F.coalesce(F.col("_candidate") & F.col("_verdict") & F.col("_new_reason").isNull(),
-                                                     F.lit(False)))
+                  .withColumn("_passes", F.coalesce(passes, F.lit(False)))
                   .persist())
         try:
             return self._replay_judged(judged, summary, started, LANDING_COLUMNS, QUARANTINE_COLUMNS)
@@ -430,6 +441,10 @@ class Replay:
         reasons = reason_deltas(changes)
         manifest = replay_manifest(replay, self.settings.topic, files, landed_hours, removed, reasons, records,
                                    timeutil.now_ms())
+        gone = [f["staged"] for f in files if not self.fs.exists(f["staged"])]
+        if gone:  # e.g. an ingest starting now rolled the uncommitted staging back: commit nothing
+            raise RuntimeError(f"{name}: {len(gone)} file(s) to move vanished before the commit point (first: "
+                               f"{gone[0]}); nothing was committed: run the replay again")
         self.fs.mkdirs(self.manifests)
         self.lock.commit(f"{name}.json", landing.dumps(manifest), self.manifests)  # the commit point, fenced
         self.progress(f"{name}: committed (landed {len(records)}, quarantine {-removed:+d})")
@@ -482,7 +497,8 @@ def _test_pause(step: str) -> None:
     if not wanted:
         return
     if wanted not in TEST_PAUSE_STEPS:
-        raise ValueError(f"LAMBDAFLOW_TEST_REPLAY_PAUSE_AT: unknown step {wanted!r}; one of {', '.join(TEST_PAUSE_STEPS)}")
+        raise ValueError(f"LAMBDAFLOW_TEST_REPLAY_PAUSE_AT: unknown step {wanted!r}; "
+                         f"one of {', '.join(TEST_PAUSE_STEPS)}")
     if wanted == step:
         print(f"lambdaflow test hook: replay paused at {step}", file=sys.stderr, flush=True)
         while True:
