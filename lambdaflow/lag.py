@@ -245,6 +245,32 @@ def _read_landing_progress(settings: Settings) -> dict[int, tuple[int, int | Non
         return commit_log.read_state(commit_log.WebLogStore(hdfs.client(settings)), settings.landing_path).progress()
 
 
+def _oldest_unlanded_timestamps(settings: Settings, positions: Mapping[int, int]) -> dict[int, int]:
+    """Kafka timestamp (ms) of the first record at or after each position, by partition."""
+    if not positions:
+        return {}
+    with _kafka_errors(settings):
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="lambdaflow-lag",
+                                 group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                 max_partition_fetch_bytes=64 * 1024, request_timeout_ms=10000,
+                                 isolation_level="read_committed")  # as the ingest reads
+        try:
+            tps = {TopicPartition(settings.topic, p): offset for p, offset in positions.items()}
+            consumer.assign(list(tps))
+            for tp, offset in tps.items():
+                consumer.seek(tp, offset)
+            found: dict[int, int] = {}
+            deadline = time.monotonic() + _FETCH_TIMEOUT_S
+            while len(found) < len(tps) and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    if records and tp.partition not in found:
+                        found[tp.partition] = records[0].timestamp
+                        consumer.pause(tp)
+            return found
+        finally:
+            consumer.close()
+
+
 def sample(settings: Settings) -> dict[str, Any]:
     """Measure the ingest's lag on every partition of the topic now (see the module docstring)."""
     _require_kafka(settings)
