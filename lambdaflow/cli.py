@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quarantine": ("lambdaflow.storage.quarantine",
                    "list quarantined records by reason; replay them through today's parser (those that pass land once)"),
     "demo": ("lambdaflow.demo", "the whole pipeline end to end through Airflow"),
+    "maintenance": ("lambdaflow.maintenance", "roll-ups, retention, hour merges and clean-up of leftovers"),
 }
 
 
