@@ -107,3 +107,28 @@ def test_dags_test_weblogs_full_recompute(pipeline: Settings) -> None:
     hour_ms = int(dt.datetime.fromisoformat(HOUR).timestamp() * 1000)
     assert hour_ms in batch.recorded_hours(store, pipeline, after)
     assert batch.validate_hour(pipeline, hour_ms)["landed_rows"] == landed[hour_ms]
+
+
+def test_dags_test_weblogs_maintenance(stack: Settings) -> None:
+    """On a root of its own: a quarantine arrival hour past the 30-day retention is removed, a fresh
+    one kept; a lag-history day file past 7 days removed, today's kept."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = stack.replace(topic=f"weblogs-maint{suffix}", root=f"/lambda-test/maint-dag{suffix}",
+                             ingest_group=f"lambdaflow-ingest-maint{suffix}")
+    client = hdfs.client(settings)
+    now_hour = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    old, fresh = (f"{settings.quarantine_path}/arrival_hour={h}" for h in (now_hour - 40 * 24 * 3_600_000,
+                                                                          now_hour - 3_600_000))
+    lag_dir = f"{settings.lag_history_path}/{settings.ingest_group}/{settings.topic}"
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    for path in (f"{old}/part-a-0.snappy.parquet", f"{fresh}/part-b-0.snappy.parquet",
+                 f"{lag_dir}/2020-01-01.jsonl", f"{lag_dir}/{today}.jsonl"):
+        client.write(path, data=b"x")
+    try:
+        dags_test(settings, "weblogs_maintenance")
+        assert client.status(old, strict=False) is None, "past the quarantine retention: removed"
+        assert client.status(fresh, strict=False) is not None, "within the retention: kept"
+        assert client.status(f"{lag_dir}/2020-01-01.jsonl", strict=False) is None
+        assert client.status(f"{lag_dir}/{today}.jsonl", strict=False) is not None
+    finally:
+        client.delete(settings.root, recursive=True)
