@@ -23,8 +23,8 @@ protocol mirrors the ingest's commit (:mod:`lambdaflow.landing`):
 1. read the quarantine, re-parse, split; drop records whose (partition, offset) the landing zone
    already holds (they must never land twice);
 2. stage under ``<landing>/_staging/replay-<id>/``: the landed rows (``landing/timestamp_hour=H``)
-   and, for every quarantine file that held a now-passing record, its replacement (the rows that
-   stay; none when all passed);
+   and, for every quarantine file that held a now-passing record or one whose reason changed, its
+   replacement (the rows that stay, with today's reason; none when all passed);
 3. the commit point: the **replay manifest** ``<landing>/_manifests/replay-<id>.json``, created
    through the replay lock's fenced commit (:class:`lambdaflow.storage.lock.WriterLock`). Its
    ``files`` lists, in order, staged -> final moves of the landed files, of the replacements, and
@@ -352,6 +352,7 @@ class Replay:
 
         started = time.monotonic()
         summary = {"replay": None, "candidates": 0, "landed": 0, "already_landed": 0, "still_quarantined": 0,
+                   "reasons_changed": 0,
                    "files_replaced": 0, "landed_hours": {}, "quarantine_reasons": {}}
         files = data_files(self.fs, self.settings)
         self.progress(f"reading {len(files)} quarantine file(s) under {self.quarantine}")
@@ -383,10 +384,13 @@ class Replay:
         stats = (judged.where("_candidate").groupBy("_file", "reason", "_new_reason", "_passes")
                  .agg(F.count("*").alias("n")).collect())
         summary["candidates"] = sum(r["n"] for r in stats)
-        replaced = sorted({r["_file"] for r in stats if r["_passes"]})
+        # Files to rewrite: those holding a record that passes now or whose reason is new.
+        replaced = sorted({r["_file"] for r in stats if r["_passes"] or r["_new_reason"] != r["reason"]})
         passing = sum(r["n"] for r in stats if r["_passes"])
+        summary["reasons_changed"] = sum(r["n"] for r in stats if not r["_passes"] and r["_new_reason"] != r["reason"])
         self.progress(f"re-validated {summary['candidates']} quarantined record(s): {passing} pass today's parser, "
-                      f"{summary['candidates'] - passing} still fail; {len(replaced)} file(s) to rewrite")
+                      f"{summary['candidates'] - passing} still fail ({summary['reasons_changed']} with a new "
+                      f"reason); {len(replaced)} file(s) to rewrite")
         if not replaced:
             summary["still_quarantined"] = summary["candidates"]
             return summary

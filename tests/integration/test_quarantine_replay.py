@@ -216,6 +216,7 @@ def test_a_fixed_parser_bug_is_recovered_exactly_once(isolated: Settings, spark,
     assert summary["landed"] == len(BUGGY_B) and summary["already_landed"] == 0, summary
     assert summary["still_quarantined"] == len(BUGGY_B_INVALID) + len(MALFORMED)
     assert summary["quarantine_reasons"] == {"malformed_json": -len(BUGGY_B) - 1, "unknown_action": 1}
+    assert summary["reasons_changed"] == len(BUGGY_B_INVALID)
     assert any("re-validated" in m for m in messages), messages
     assert fs.list(f"{settings.quarantine_path}/{q.REPLAYED}") == []  # the crashed replay's leftovers too
     land, quar = assert_accounted(spark, settings, produced)
