@@ -55,19 +55,7 @@ def _client(settings: Settings):
 
 def _writer_live(target, settings: Settings) -> str | None:
     """A description of the ingest holding the landing zone's writer lock, None when nobody does."""
-    from lambdaflow.storage.lock import stale_after_s
-
-    tree = retention.Tree(target)
-    epochs = f"{settings.landing_path}/_writer/epochs"
-    entries = tree.entries(epochs)
-    n = retention.current_epoch(entries)
-    if not n:
-        return None
-    holder = retention.Tree(target).batch_store().read_json(f"{epochs}/{n}") or {}
-    age_s = (time.time() * 1000 - entries[str(n)][1]) / 1000
-    if holder.get("released_ms") or age_s >= stale_after_s():
-        return None
-    return f"host {holder.get('host')} pid {holder.get('pid')} (epoch {n}, heartbeat {age_s:.0f} s ago)"
+    return retention.live_holder(retention.Tree(target), settings.landing_path)
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -162,8 +150,26 @@ def merge_hours(settings: Settings, now_ms: int, dry_run: bool = False, log: Log
         for root, column in merge_roots(settings):
             if root not in due:
                 continue
-            recovered = hour_merge.recover_merges(fs, root, column, log)
-            merged = hour_merge.merge_closed_hours(spark, fs, root, column, before_ms, log, skip_keys=skip)
+            replay_lock = None
+            if root == settings.quarantine_path:
+                # A quarantine replay rewrites the files it read: merging them under it would count its
+                # records twice. Holding the replay's fenced lock fences a replay in progress (its commit
+                # fails) and keeps new ones out until the merges are done.
+                from lambdaflow.storage.lock import LockHeld, WriterLock
+
+                replay_lock = WriterLock(fs, retention.replay_lock_path(settings))
+                try:
+                    replay_lock.acquire()
+                except LockHeld as exc:
+                    log(f"hour merges of {root}: skipped, a quarantine replay is running ({exc})")
+                    report.setdefault("skipped", {})[root] = "a quarantine replay is running"
+                    continue
+            try:
+                recovered = hour_merge.recover_merges(fs, root, column, log)
+                merged = hour_merge.merge_closed_hours(spark, fs, root, column, before_ms, log, skip_keys=skip)
+            finally:
+                if replay_lock is not None:
+                    replay_lock.release()
             files_left = {h: n for h, n in due[root].items() if h >= 0 and h not in merged}
             log(f"hour merges of {root}: merged {len(merged)} hour(s) ({sum(merged.values())} files into "
                 f"{len(merged)}), finished {recovered['runs']} earlier merge(s)"

@@ -236,6 +236,31 @@ class Tree:
         return commit_log.store_for(self.target)
 
 
+def live_holder(tree: Tree, lock_path: str) -> str | None:
+    """Who holds the fenced lock :class:`lambdaflow.storage.lock.WriterLock` at ``lock_path`` (its
+    ``_writer`` lives under it: the landing zone, or the quarantine's ``_replay``), None when nobody
+    does (never taken, released, or its heartbeat older than the takeover timeout)."""
+    from lambdaflow.storage.lock import WRITER, stale_after_s
+
+    epochs = f"{lock_path}/{WRITER}/epochs"
+    entries = tree.entries(epochs)
+    n = current_epoch(entries)
+    if not n:
+        return None
+    holder = tree.batch_store().read_json(f"{epochs}/{n}") or {}
+    age_s = (datetime.now(timezone.utc).timestamp() * 1000 - entries[str(n)][1]) / 1000
+    if holder.get("released_ms") or age_s >= stale_after_s():
+        return None
+    return f"host {holder.get('host')} pid {holder.get('pid')} (epoch {n}, heartbeat {age_s:.0f} s ago)"
+
+
+def replay_lock_path(settings: Settings) -> str:
+    """The quarantine replay's lock (:mod:`lambdaflow.storage.quarantine`): replays rewrite quarantine files."""
+    from lambdaflow.storage.quarantine import REPLAY_LOCK
+
+    return f"{settings.quarantine_path}/{REPLAY_LOCK}"
+
+
 def _iso(hour: int) -> str:
     return datetime.fromtimestamp(hour / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
@@ -293,6 +318,12 @@ def apply_quarantine(tree: Tree, settings: Settings, retention: RetentionSetting
     hours = partition_hours(entries, "arrival_hour")
     legacy = sorted(n for n, (is_dir, _) in entries.items() if not is_dir and n.endswith(".parquet"))
     plan = plan_quarantine(hours, now_ms, retention.quarantine_days)
+    replaying = live_holder(tree, replay_lock_path(settings)) if plan.remove else None
+    if replaying:  # a replay moves the files it read: removing them under it would lose its commit
+        log(f"quarantine {root}: a quarantine replay is running ({replaying}); kept all {len(hours)} arrival "
+            f"hour(s), {len(plan.remove)} past the retention are removed by the next run")
+        return {"removed": [], "kept": len(hours), "skipped": f"a quarantine replay is running: {replaying}",
+                "retention_days": retention.quarantine_days}
     if not dry_run:
         for hour in plan.remove:
             tree.delete(f"{root}/arrival_hour={hour}")
