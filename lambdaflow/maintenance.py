@@ -146,7 +146,6 @@ def merge_hours(settings: Settings, now_ms: int, dry_run: bool = False, log: Log
         from lambdaflow.storage.fs import JvmFs
 
         fs = JvmFs(spark, settings.hdfs_url)
-        skip = {p.rsplit("/", 1)[1] for p in fs.list(f"{settings.landing_path}/_staging")}
         for root, column in merge_roots(settings):
             if root not in due:
                 continue
@@ -166,7 +165,8 @@ def merge_hours(settings: Settings, now_ms: int, dry_run: bool = False, log: Log
                     continue
             try:
                 recovered = hour_merge.recover_merges(fs, root, column, log)
-                merged = hour_merge.merge_closed_hours(spark, fs, root, column, before_ms, log, skip_keys=skip)
+                merged = hour_merge.merge_closed_hours(spark, fs, root, column, before_ms, log,
+                                                       staging_dir=f"{settings.landing_path}/_staging")
             finally:
                 if replay_lock is not None:
                     replay_lock.release()

@@ -37,7 +37,7 @@ The ingest is the single writer of these directories and calls the merge after i
 ``weblogs_maintenance`` DAG calls it too (when the ingest is down nothing else would), and the
 hour lock keeps the two from merging the same hour at once. Files of a batch still moving into
 place (``<landing>/_staging/<key>`` exists: the ingest's recovery needs them where its manifest
-says) are left out via ``skip_keys``.
+says) are left out: pass the landing zone's ``_staging`` as ``staging_dir``.
 """
 
 from __future__ import annotations
@@ -165,6 +165,10 @@ def _finish_run(fs: "JvmFs", run_dir: str, log: Log) -> bool:
         fs.delete(run_dir)
         log(f"rolled back an uncommitted merge {run_dir}")
         return False
+    if not fs.exists(record["final"].rsplit("/", 1)[0]):  # retention removed the whole hour meanwhile
+        fs.delete(run_dir)
+        log(f"dropped the merge {run_dir}: its hour directory was removed meanwhile")
+        return False
     if fs.exists(record["staged"]) and not fs.exists(record["final"]):
         fs.rename(record["staged"], record["final"], make_parent=False)
     if not fs.exists(record["final"]):
@@ -238,11 +242,14 @@ def _with_schema(spark: "SparkSession", df: "DataFrame", schema) -> "DataFrame":
 
 
 def merge_hour(spark: "SparkSession", fs: "JvmFs", root: str, column: str, hour: int, log: Log = print,
-               skip_keys: Iterable[str] = ()) -> int:
+               skip_keys: Iterable[str] = (), staging_dir: str | None = None) -> int:
     """Merge the data files of ``<root>/<column>=<hour>`` into one (see the module docstring).
 
-    Returns the number of files merged (0 when the hour holds at most one file, or another merge of
-    it is running)."""
+    ``staging_dir`` (the landing zone's ``_staging``): listed right *after* the hour's files, so a
+    file whose batch is still moving into place (its ``_staging/<key>`` not yet deleted: a crash
+    now would leave it to the ingest's recovery, which needs it where its manifest says) is never
+    an input. Returns the number of files merged (0 when the hour holds at most one file, or
+    another merge of it is running)."""
     hour_dir = f"{root}/{column}={hour}"
     staging = f"{merging_root(root)}/{column}={hour}"
     lock = _HourLock(fs, f"{staging}.lock", log)
@@ -253,6 +260,8 @@ def merge_hour(spark: "SparkSession", fs: "JvmFs", root: str, column: str, hour:
         _recover_hour(fs, staging, log)
         skip = set(skip_keys)
         names = [_name(p) for p in fs.list(hour_dir, files_only=True)]
+        if staging_dir is not None:
+            skip |= {_name(p) for p in fs.list(staging_dir)}
         inputs = sorted(f"{hour_dir}/{n}" for n in names if is_data_file(n) and commit_key_of(n) not in skip)
         if len(inputs) <= 1:
             return 0
@@ -294,13 +303,14 @@ def merge_hour(spark: "SparkSession", fs: "JvmFs", root: str, column: str, hour:
 
 def merge_closed_hours(spark: "SparkSession", fs: "JvmFs", root: str, column: str, before_ms: int,
                        log: Log = print, skip_keys: Iterable[str] = (),
-                       hours: Iterable[int] | None = None) -> dict[int, int]:
+                       hours: Iterable[int] | None = None, staging_dir: str | None = None) -> dict[int, int]:
     """Merge every closed hour (``hour + 1 h <= before_ms``) of ``root`` that holds more than one
     data file into one file; returns ``{hour: files merged}`` for the hours merged.
 
     ``root`` is e.g. ``<speed_root>/activity_by_product`` (``column`` ``timestamp_hour``) or the
     quarantine path (``arrival_hour``). ``skip_keys``: commit keys whose files must stay as they
-    are (batches still moving into place). ``hours``: look only at these hours (e.g. those the
+    are; ``staging_dir``: the landing zone's ``_staging``, whose keys (batches still moving into
+    place) are skipped, listed after each hour's files (see :func:`merge_hour`). ``hours``: look only at these hours (e.g. those the
     caller's recent commits touched) instead of every hour directory of ``root``. One listing per
     hour directory looked at; one Spark job per hour merged."""
     skip = set(skip_keys)
@@ -313,7 +323,7 @@ def merge_closed_hours(spark: "SparkSession", fs: "JvmFs", root: str, column: st
         names = [_name(p) for p in fs.list(hour_dir, files_only=True)]
         if sum(1 for n in names if is_data_file(n) and commit_key_of(n) not in skip) <= 1:
             continue
-        n = merge_hour(spark, fs, root, column, hour, log, skip)
+        n = merge_hour(spark, fs, root, column, hour, log, skip, staging_dir)
         if n:
             merged[hour] = n
     return merged

@@ -149,6 +149,28 @@ def test_an_interrupted_merge_is_rolled_forward(landed, spark) -> None:
     assert fs.list(f"{root}/{hour_merge.MERGING}") == []
 
 
+def test_files_of_a_batch_still_moving_into_place_are_not_merged(landed, spark) -> None:
+    """A committed batch whose ``_staging/<key>`` still exists may be rolled forward by the ingest's
+    recovery, which needs its files where the manifest says: they are left for a later merge."""
+    settings, _ = landed
+    fs = JvmFs(spark, settings.hdfs_url)
+    root = f"{settings.speed_root}/activity_by_product"
+    hour_dir = f"{root}/timestamp_hour={H0}"
+    [merged] = data_files(fs, hour_dir)
+    key = "0-999000-999001"
+    spark.read.parquet(settings.uri(merged)).write.parquet(settings.uri(f"{settings.root}/tmp-copy"))
+    fs.rename(data_files(fs, f"{settings.root}/tmp-copy")[0], f"{hour_dir}/part-{key}-0.snappy.parquet")
+    staging = f"{settings.landing_path}/_staging"
+    fs.mkdirs(f"{staging}/{key}/e1")
+    try:
+        assert hour_merge.merge_closed_hours(spark, fs, root, "timestamp_hour", NOW_HOUR, staging_dir=staging) == {}
+        assert len(data_files(fs, hour_dir)) == 2
+    finally:
+        fs.delete(f"{staging}/{key}")
+        fs.delete(f"{settings.root}/tmp-copy")
+    assert hour_merge.merge_closed_hours(spark, fs, root, "timestamp_hour", NOW_HOUR, staging_dir=staging) == {H0: 2}
+
+
 def _touch_dir(fs: JvmFs, path: str, mtime_ms: int) -> None:
     fs.mkdirs(path)
     fs.touch(path, mtime_ms)
