@@ -74,6 +74,7 @@ class LandingCommitter:
         # Commits since the last roll-up, kept in memory so that rolling them up reads nothing back.
         self.unrolled: dict[str, dict] = {}
         self.rollup_every = settings.rollup_every
+        self._merged_hour: int | None = None  # the wall-clock hour of the last merge of closed hours
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -201,6 +202,25 @@ class LandingCommitter:
         rolled = commit_log.roll_up(self.log_store, self.landing, pending=self.unrolled)
         self.unrolled.clear()
         log.info("rolled up %d commit(s) of the landing zone's log in %.2fs", rolled, time.monotonic() - started)
+        self._merge_closed_hours()
+
+    def _merge_closed_hours(self) -> None:
+        """Once per wall-clock hour: merge each closed hour's speed partials and quarantine files
+        (one small file per micro-batch) into one (:mod:`lambdaflow.storage.hour_merge`). The ingest
+        is those directories' writer, so it does it; the maintenance DAG does it when the ingest is down."""
+        from lambdaflow import maintenance
+
+        hour = _now_ms() // 3_600_000
+        if hour == self._merged_hour:
+            return
+        started = time.monotonic()
+        try:
+            maintenance.merge_hours(self.settings, _now_ms(), log=log.info, spark=self.spark)
+        except Exception as exc:  # bookkeeping: never fails the stream; the next hour (or the DAG) retries
+            log.warning("merging closed hours failed (retried next hour): %s", str(exc).splitlines()[0][:300])
+        else:
+            log.info("merged closed hours in %.2fs", time.monotonic() - started)
+        self._merged_hour = hour
 
     def _commit_manifest(self, key: str, manifest: dict) -> None:
         """Make the manifest visible: through the lock's fenced commit point (fails once taken over)."""
