@@ -1,6 +1,6 @@
 """lambdaflow's benchmarks: ``python -m bench`` (``make bench``) -> ``bench/results/latest.json``.
 
-Each section (``producer_bench``, ``ingest_bench``, ``batch_bench``) measures our component side by
+Each section (``producer_bench``, ``ingest_bench``, ``batch_bench``, ``ops_bench``) measures our component side by
 side with yardsticks in the same run and returns flat ``<section>.<figure>`` keys. The goals below
 are reported with the figures, never asserted (see bench/README.md).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 
-SECTIONS = ("producer", "ingest", "batch")
+SECTIONS = ("producer", "ingest", "batch", "ops")
 
 # key -> (comparison, target): a figure meets its goal when ``comparison(value, target)`` holds.
 GOALS: dict[str, tuple[str, float]] = {
@@ -20,6 +20,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "ingest.latency_p99_s": ("<=", 3.0),
     "batch.ratio_vs_duckdb": ("<=", 3.0),
     "batch.history_growth_ratio": ("<=", 1.2),
+    "ops.growth_ratio_max": ("<=", 1.5),
+    "ops.bookkeeping_files_at_100k": ("<=", 2000.0),
 }
 
 # The figures each section is expected to return (shown as "error" when the section failed).
@@ -30,6 +32,9 @@ EXPECTED_KEYS: dict[str, tuple[str, ...]] = {
                "ingest.ratio_vs_naive_spark", "ingest.ratio_vs_consumer_perf_test", "ingest.latency_p50_s",
                "ingest.latency_p99_s"),
     "batch": ("batch.seconds", "batch.duckdb_seconds", "batch.ratio_vs_duckdb", "batch.history_growth_ratio"),
+    "ops": tuple(f"ops.{op}_s_at_{n}" for op in ("lag", "completeness", "recovery", "dashboard") for n in ("1k", "100k"))
+    + ("ops.lag_growth_ratio", "ops.completeness_growth_ratio", "ops.recovery_growth_ratio",
+       "ops.dashboard_growth_ratio", "ops.growth_ratio_max", "ops.bookkeeping_files_at_100k"),
 }
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

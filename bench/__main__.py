@@ -6,9 +6,9 @@ to ``bench/results/latest.json`` and prints a table with the goals and whether e
 Goals are reported, never asserted. A failed section is recorded (its figures null, its error
 in ``errors``) and the others still run; the exit code is 1 when any section failed.
 
-Options: ``--only producer|ingest|batch`` (repeatable; the other sections' previous figures are
+Options: ``--only producer|ingest|batch|ops`` (repeatable; the other sections' previous figures are
 kept in the output file), ``--scale small`` (a quick check, written to ``latest-small.json`` unless
-``--output`` says otherwise). A full run takes about 10-15 minutes on 2 cores.
+``--output`` says otherwise). A full run takes about 15-20 minutes on 2 cores (ops: ~6).
 """
 
 from __future__ import annotations
@@ -108,7 +108,13 @@ def _batch(settings, spark, scale: str, details: dict) -> dict:
                 _say(f"batch: could not remove {root}: {exc}")
 
 
-RUNNERS = {"producer": _producer, "ingest": _ingest, "batch": _batch}
+def _ops(settings, spark, scale: str, details: dict) -> dict:
+    from bench import ops_bench
+
+    return ops_bench.run(settings, spark(), scale=scale, progress=lambda m: _say(f"ops: {m}"), details=details)
+
+
+RUNNERS = {"producer": _producer, "ingest": _ingest, "batch": _batch, "ops": _ops}
 
 
 # ------------------------------------------------------------------------------------- the run
