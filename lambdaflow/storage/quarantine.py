@@ -326,6 +326,9 @@ class Replay:
             if self.fs.exists(f["final"]):
                 continue
             if not self.fs.exists(f["staged"]):
+                if f["kind"] == "quarantine_replaced":  # taken out of the quarantine already (e.g. retention)
+                    log.warning("replaced quarantine file %s is gone already", f["staged"])
+                    continue
                 raise RuntimeError(f"committed replay file lost: neither {f['staged']} nor {f['final']} exists")
             parent = f["final"].rsplit("/", 1)[0]
             if parent not in made:
@@ -487,6 +490,15 @@ class Replay:
             moves.append({"kind": "quarantine_replaced", "staged": path,
                           "final": f"{self.quarantine}/{REPLAYED}/{name}/{relative}"})
         return moves
+
+
+def recover(fs, settings: Settings, progress: Callable[[str], None] | None = None) -> None:
+    """Roll interrupted replays forward (committed) or back (not), and clear ``_replayed``.
+
+    For other holders of the replay lock (``<quarantine>/_replay``, e.g. quarantine merges and
+    retention): call it right after taking the lock, before touching quarantine files, so that the
+    files a committed replay still has to move out of the quarantine are moved, not merged or kept."""
+    Replay(None, settings, fs=fs, progress=progress).recover()
 
 
 def replay(spark, settings: Settings, reason: str | None = None, progress: Callable[[str], None] | None = None) -> dict:

@@ -1,12 +1,13 @@
 """Quarantine replay against real Kafka, HDFS and Spark: a parser bug is fixed, the data it rejected is recovered.
 
 The "old parser" is today's ``parse_records`` with a bug added: it rejects every value mentioning
-``BuggyA`` or ``BuggyB`` as ``malformed_json: old parser bug (a|b)``. A real bounded ingest runs
+``BuggyA``, ``BuggyK`` or ``BuggyB`` as ``malformed_json: old parser bug (a|k|b)``. A real bounded ingest runs
 with it (so the quarantine, its layout and the commit log are the ingest's own), then the bug is
 "fixed" (the real parser is back) and the quarantine is replayed:
 
-1. a replay of the (a) records is killed -9 right after its commit point; the ingest's start-up
-   recovery rolls it forward;
+1. a replay of the (a) records is killed -9 halfway through its moves; the replay's recovery
+   rolls it forward; a replay of the (k) records dies right after its commit point; the ingest's
+   start-up recovery rolls it forward;
 2. a replay of everything rolls nothing twice and lands the valid (b) records; the invalid one
    stays with today's reason;
 3. a second replay changes no file;
@@ -41,7 +42,7 @@ from lambdaflow.storage.fs import JvmFs
 pytestmark = pytest.mark.integration
 
 NOW_MS = int(time.time() * 1000)
-BUG_A, BUG_B = "malformed_json: old parser bug (a)", "malformed_json: old parser bug (b)"
+BUG_A, BUG_K, BUG_B = (f"malformed_json: old parser bug ({x})" for x in "akb")
 
 
 def event(i: int, **changes) -> bytes:
@@ -52,19 +53,21 @@ def event(i: int, **changes) -> bytes:
 
 VALID = [event(i) for i in range(9)]
 BUGGY_A = [event(100 + i, product=f"BuggyA Kettle {i}") for i in range(4)]
+BUGGY_K = [event(500 + i, product=f"BuggyK Kettle {i}") for i in range(3)]
 BUGGY_B = [event(200 + i, product=f"BuggyB Kettle {i}") for i in range(5)]
 BUGGY_B_INVALID = [event(300, product="BuggyB Pot", action="refund")]  # fixed parser: still invalid, new reason
 MALFORMED = [b"a\tb\tc", b"\x00\xff\xfe", event(400, visitor="")]
 
 
 def buggy_parser(real):
-    """Today's parser with the old bug: values that mention ``BuggyA``/``BuggyB`` are rejected."""
+    """Today's parser with the old bug: values that mention ``BuggyA``/``BuggyK``/``BuggyB`` are rejected."""
     from pyspark.sql import functions as F
 
     def parse_records(records):
         parsed = real(records)
         text = F.col("value").cast("string")
-        bug = F.when(text.contains("BuggyA"), F.lit(BUG_A)).when(text.contains("BuggyB"), F.lit(BUG_B))
+        bug = (F.when(text.contains("BuggyA"), F.lit(BUG_A)).when(text.contains("BuggyK"), F.lit(BUG_K))
+               .when(text.contains("BuggyB"), F.lit(BUG_B)))
         return (parsed.withColumn("reason", F.coalesce(bug, F.col("reason")))
                 .withColumn("timestamp_hour", F.when(bug.isNull(), F.col("timestamp_hour"))))
     return parse_records
@@ -73,7 +76,7 @@ def buggy_parser(real):
 def produce(settings: Settings) -> dict[bytes, tuple[int, int, int]]:
     """Every value -> its (partition, offset, Kafka timestamp ms)."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    values = [*VALID, *BUGGY_A, *BUGGY_B, *BUGGY_B_INVALID, *MALFORMED]
+    values = [*VALID, *BUGGY_A, *BUGGY_K, *BUGGY_B, *BUGGY_B_INVALID, *MALFORMED]
     futures = {v: producer.send(settings.topic, key=f"k{i}".encode(), value=v, partition=i % 3)
                for i, v in enumerate(values)}
     producer.flush()
@@ -177,15 +180,15 @@ def test_a_fixed_parser_bug_is_recovered_exactly_once(isolated: Settings, spark,
         assert run_stream(settings, available_now=True)["landed"] == len(VALID)
     _, before = assert_accounted(spark, settings, produced)
     assert sorted(r.reason for r in before if "old parser bug" in r.reason) == sorted(
-        [BUG_A] * len(BUGGY_A) + [BUG_B] * (len(BUGGY_B) + len(BUGGY_B_INVALID)))
+        [BUG_A] * len(BUGGY_A) + [BUG_K] * len(BUGGY_K) + [BUG_B] * (len(BUGGY_B) + len(BUGGY_B_INVALID)))
     assert all("/arrival_hour=" in r._file for r in before)  # the ingest's layout
 
     # list: by reason, filtered by reason prefix and by Kafka time, bounded
-    bugs = len(BUGGY_A) + len(BUGGY_B) + len(BUGGY_B_INVALID)
+    bugs = len(BUGGY_A) + len(BUGGY_K) + len(BUGGY_B) + len(BUGGY_B_INVALID)
     listing = q.list_records(spark, settings, reason="malformed_json: old", limit=3)
     assert listing["total"] == bugs and len(listing["records"]) == 3
     assert listing["by_reason"] == {"malformed_json": {"count": bugs, "reasons": {
-        BUG_B: len(BUGGY_B) + len(BUGGY_B_INVALID), BUG_A: len(BUGGY_A)}}}
+        BUG_B: len(BUGGY_B) + len(BUGGY_B_INVALID), BUG_A: len(BUGGY_A), BUG_K: len(BUGGY_K)}}}
     assert all("Buggy" in r["value"] and r["value_encoding"] == "utf-8" for r in listing["records"])
     everything = q.list_records(spark, settings)
     assert everything["total"] == len(before) and {r["value_encoding"] for r in everything["records"]} == {
@@ -194,21 +197,41 @@ def test_a_fixed_parser_bug_is_recovered_exactly_once(isolated: Settings, spark,
     assert q.list_records(spark, settings, from_ms=times[-1] + 1)["total"] == 0
     assert q.list_records(spark, settings, from_ms=times[0], to_ms=times[-1] + 1)["total"] == len(before)
 
-    # 1. a replay of the (a) records, killed -9 right after its commit point ...
-    process = replay_process(settings, BUG_A, "committed")
+    # 1. a replay of the (a) records, killed -9 after its commit point and its first move ...
+    process = replay_process(settings, BUG_A, "moved_partially")
     try:
-        wait_for_line(process, "replay paused at committed")
+        wait_for_line(process, "replay paused at moved_partially")
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     fs = JvmFs(spark, settings.hdfs_url)
     [staged] = [p.rsplit("/", 1)[1] for p in fs.list(f"{settings.landing_path}/_staging")]
     assert staged.startswith(q.REPLAY_PREFIX) and fs.exists(f"{settings.landing_path}/_manifests/{staged}.json")
+    # ... is rolled forward by the replay's recovery (what holders of the replay lock run first)
+    q.recover(fs, settings)
+    assert fs.list(f"{settings.landing_path}/_staging") == []
+    assert fs.list(f"{settings.quarantine_path}/{q.REPLAYED}") == []
+    land, _ = assert_accounted(spark, settings, produced)
+    assert_recovered(land, BUGGY_A, produced, settings)
+
+    # 1b. a replay of the (k) records that dies right after its commit point ...
+    class Crash(Exception):
+        pass
+
+    def crash_at_commit(step: str) -> None:
+        if step == "committed":
+            raise Crash(step)
+    with monkeypatch.context() as patch:
+        patch.setattr(q, "_test_pause", crash_at_commit)
+        with pytest.raises(Crash):
+            q.replay(spark, settings, reason=BUG_K)
+    [staged] = [p.rsplit("/", 1)[1] for p in fs.list(f"{settings.landing_path}/_staging")]
+    assert staged.startswith(q.REPLAY_PREFIX) and fs.exists(f"{settings.landing_path}/_manifests/{staged}.json")
     # ... is rolled forward by the ingest's start-up recovery (which lands nothing else)
     assert run_stream(settings, available_now=True)["landed"] == 0
     assert fs.list(f"{settings.landing_path}/_staging") == []
     land, _ = assert_accounted(spark, settings, produced)
-    assert_recovered(land, BUGGY_A, produced, settings)
+    assert_recovered(land, BUGGY_K, produced, settings)
 
     # 2. a replay of everything: the valid (b) records land, the invalid one stays with today's reason
     messages: list[str] = []
