@@ -135,7 +135,7 @@ def merge_hours(settings: Settings, now_ms: int, dry_run: bool = False, log: Log
             real = {h: n for h, n in hours.items() if h >= 0}
             log(f"hour merges: would merge {len(real)} hour(s) of {root} ({sum(real.values())} files)"
                 + ("; would finish an earlier merge's leftovers" if -1 in hours else ""))
-            report["merged"][root] = {str(h): n for h, n in real.items()}
+            report.setdefault("would_merge", {})[root] = {str(h): n for h, n in real.items()}
         return report
     own = spark is None
     if own:

@@ -171,6 +171,35 @@ def test_files_of_a_batch_still_moving_into_place_are_not_merged(landed, spark) 
     assert hour_merge.merge_closed_hours(spark, fs, root, "timestamp_hour", NOW_HOUR, staging_dir=staging) == {H0: 2}
 
 
+def test_quarantine_is_not_merged_under_a_running_replay(landed, spark) -> None:
+    """A quarantine replay rewrites the files it read: while one holds the replay lock, the
+    quarantine's hours are not merged; once it is released, they are."""
+    from lambdaflow.storage.lock import WriterLock
+
+    settings, _ = landed
+    fs = JvmFs(spark, settings.hdfs_url)
+    hour = retention.partition_hours([p.rsplit("/", 1)[1] for p in fs.list(settings.quarantine_path)],
+                                     "arrival_hour")[-1]
+    hour_dir = f"{settings.quarantine_path}/arrival_hour={hour}"
+    files = len(data_files(fs, hour_dir))
+    copy = f"{settings.root}/tmp-quarantine-copy"
+    spark.read.parquet(settings.uri(data_files(fs, hour_dir)[0])).write.parquet(settings.uri(copy))
+    fs.rename(data_files(fs, copy)[0], f"{hour_dir}/part-0-888000-888001-0.snappy.parquet")
+    fs.delete(copy)
+    assert len(data_files(fs, hour_dir)) == files + 1 >= 2
+    replay = WriterLock(fs, retention.replay_lock_path(settings))
+    replay.acquire()
+    try:
+        report = maintenance.merge_hours(settings, hour + 2 * H, spark=spark, log=lambda _m: None)
+        assert report["skipped"] == {settings.quarantine_path: "a quarantine replay is running"}
+        assert len(data_files(fs, hour_dir)) == files + 1
+    finally:
+        replay.release()
+    report = maintenance.merge_hours(settings, hour + 2 * H, spark=spark, log=lambda _m: None)
+    assert report["merged"][settings.quarantine_path][str(hour)] == files + 1
+    assert len(data_files(fs, hour_dir)) == 1
+
+
 def _touch_dir(fs: JvmFs, path: str, mtime_ms: int) -> None:
     fs.mkdirs(path)
     fs.touch(path, mtime_ms)
