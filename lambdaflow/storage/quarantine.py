@@ -326,6 +326,8 @@ class Replay:
             if self.fs.exists(f["final"]):
                 continue
             if not self.fs.exists(f["staged"]):
+                if self.fs.exists(f["final"]):  # moved meanwhile by another recovery (the ingest's)
+                    continue
                 if f["kind"] == "quarantine_replaced":  # taken out of the quarantine already (e.g. retention)
                     log.warning("replaced quarantine file %s is gone already", f["staged"])
                     continue
