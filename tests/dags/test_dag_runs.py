@@ -125,7 +125,8 @@ def test_dags_test_weblogs_maintenance(stack: Settings) -> None:
                  f"{lag_dir}/2020-01-01.jsonl", f"{lag_dir}/{today}.jsonl"):
         client.write(path, data=b"x")
     try:
-        dags_test(settings, "weblogs_maintenance")
+        output = dags_test(settings, "weblogs_maintenance")
+        assert "removed 1 arrival hour(s)" in output and "removed 1 day file(s)" in output, "each step logs it"
         assert client.status(old, strict=False) is None, "past the quarantine retention: removed"
         assert client.status(fresh, strict=False) is not None, "within the retention: kept"
         assert client.status(f"{lag_dir}/2020-01-01.jsonl", strict=False) is None
