@@ -75,6 +75,7 @@ class LandingCommitter:
         self.unrolled: dict[str, dict] = {}
         self.rollup_every = settings.rollup_every
         self._merged_hour: int | None = None  # the wall-clock hour of the last merge of closed hours
+        self._merging: threading.Thread | None = None
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -207,12 +208,19 @@ class LandingCommitter:
     def _merge_closed_hours(self) -> None:
         """Once per wall-clock hour: merge each closed hour's speed partials and quarantine files
         (one small file per micro-batch) into one (:mod:`lambdaflow.storage.hour_merge`). The ingest
-        is those directories' writer, so it does it; the maintenance DAG does it when the ingest is down."""
+        is those directories' writer, so it starts it; the maintenance DAG does it when the ingest is
+        down (a per-hour lock keeps the two apart). It runs in a background thread, as Spark jobs of
+        its own: an hour of 3,600 files per view takes about a minute, which must not hold the stream."""
+        hour = _now_ms() // 3_600_000
+        if hour == self._merged_hour or (self._merging is not None and self._merging.is_alive()):
+            return
+        self._merged_hour = hour
+        self._merging = threading.Thread(target=self._run_merges, name="lambdaflow-hour-merges", daemon=True)
+        self._merging.start()
+
+    def _run_merges(self) -> None:
         from lambdaflow import maintenance
 
-        hour = _now_ms() // 3_600_000
-        if hour == self._merged_hour:
-            return
         started = time.monotonic()
         try:
             maintenance.merge_hours(self.settings, _now_ms(), log=log.info, spark=self.spark)
@@ -220,7 +228,6 @@ class LandingCommitter:
             log.warning("merging closed hours failed (retried next hour): %s", str(exc).splitlines()[0][:300])
         else:
             log.info("merged closed hours in %.2fs", time.monotonic() - started)
-        self._merged_hour = hour
 
     def _commit_manifest(self, key: str, manifest: dict) -> None:
         """Make the manifest visible: through the lock's fenced commit point (fails once taken over)."""

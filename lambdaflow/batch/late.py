@@ -46,7 +46,7 @@ def late_hours(spark: "SparkSession", fs: BatchFs, settings: Settings, version: 
     archived = {int(h) for h in log_state["archived_hours"]}  # removed by retention: the views stay
     stale = []
     for hour, record in sorted(records.items()):
-        if hour in archived and hour not in landed:
+        if hour in archived:  # its data is gone: its view stays as computed (late rows for it are not counted)
             continue
         if landed.get(hour, 0) != record["landed_rows"]:
             log(f"late data: hour {iso(hour)} recomputed with {record['landed_rows']} rows, "

@@ -13,7 +13,8 @@ import pytest
 from lambdaflow.config import REPO_ROOT
 
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
-EXPECTED_DAGS = {"weblogs_producer", "weblogs_ingest", "weblogs_lag_monitor", "weblogs_batch"}
+EXPECTED_DAGS = {"weblogs_producer", "weblogs_ingest", "weblogs_lag_monitor", "weblogs_batch", "weblogs_full_recompute",
+                 "weblogs_maintenance"}
 
 
 @pytest.fixture(scope="module")
