@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,7 +206,8 @@ class Operations:
 
         self.spark, self.settings, self.commits = spark, settings, commits
         self.env = {**os.environ, **settings.env()}
-        self.cli = [str(Path(sys.executable).with_name("lambdaflow")), "lag", "--json"]
+        script = Path(sys.executable).with_name("lambdaflow")  # the console script beside this Python
+        self.cli = [str(script) if script.exists() else shutil.which("lambdaflow") or "lambdaflow", "lag", "--json"]
         self.hour = (now_ms - now_ms % HOUR_MS) - (scale.hours // 2) * HOUR_MS  # closed, mid-history
         self.answers: dict = {}
         # The sensor's first poke after the hour closed recorded the log-end offsets (here: as of the
