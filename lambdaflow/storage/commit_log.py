@@ -188,22 +188,19 @@ def fold(rollup: Mapping, entries: Mapping[str, Mapping]) -> dict:
 
     Pure. Entries the roll-up already covers are skipped, so folding twice counts once."""
     state = json.loads(json.dumps(rollup)) if rollup else empty_rollup()
-    intervals: dict[str, list[list[int]]] = state["intervals"]
+    added: dict[str, list[tuple[int, int]]] = {}  # merged into the intervals once, at the end
     for name, doc in sorted(entries.items()):
-        if covers(state, name):
+        if covers(state, name):  # the input roll-up's intervals (commits never overlap each other)
             continue
         if is_replay_name(name):
             state["replays"] = sorted(set(state["replays"]) | {name.removesuffix(".json")[len(REPLAY_PREFIX):]})
         else:
             state["batches"] += 1
-            by_partition: dict[str, list[tuple[int, int]]] = {}
             for r in landing.parse_commit_key(name):
-                by_partition.setdefault(str(r.partition), []).append((r.from_offset, r.until_offset))
+                added.setdefault(str(r.partition), []).append((r.from_offset, r.until_offset))
                 at = doc.get("committed_at_ms")
                 if at is not None:
                     state["landed_at_ms"][str(r.partition)] = max(state["landed_at_ms"].get(str(r.partition), 0), int(at))
-            for partition, add in by_partition.items():
-                intervals[partition] = _merge_intervals(intervals.get(partition, []), add)
         state["landed_rows"] += int(doc.get("landed_rows", 0))
         state["quarantined_rows"] += int(doc.get("quarantined_rows", 0))
         for reason, n in doc.get("quarantine_reasons", {}).items():
@@ -212,6 +209,8 @@ def fold(rollup: Mapping, entries: Mapping[str, Mapping]) -> dict:
             state["hours"][str(hour)] = state["hours"].get(str(hour), 0) + int(n)
         if doc.get("epoch") is not None:
             state["max_epoch"] = max(state["max_epoch"] or 0, int(doc["epoch"]))
+    for partition, add in added.items():
+        state["intervals"][partition] = _merge_intervals(state["intervals"].get(partition, []), add)
     state["quarantine_reasons"] = {k: v for k, v in sorted(state["quarantine_reasons"].items()) if v}
     state["hours"] = {k: v for k, v in sorted(state["hours"].items(), key=lambda kv: int(kv[0])) if v}
     return state
