@@ -82,10 +82,19 @@ class LandingCommitter:
         """Roll committed staging directories forward and uncommitted ones back; load positions.
 
         Reads the bounded commit log (the newest roll-up plus the tail), never the whole history."""
+        from lambdaflow.storage import quarantine
+
         state = commit_log.read_state(self.log_store, self.landing)
         keys = {n.removesuffix(".json") for n in state.tail}
+        replaying = None
         for staged_dir in self.fs.list(self.staging):
             key = staged_dir.rsplit("/", 1)[1]
+            if key.startswith(commit_log.REPLAY_PREFIX) and key not in keys:
+                if replaying is None:
+                    replaying = quarantine.replay_running(self.fs, self.settings)
+                if replaying:  # a live replay's, not yet committed: the replay finishes or rolls it back
+                    log.info("recovery: left %s to the quarantine replay that is running", key)
+                    continue
             if key in keys:  # a range commit, or a quarantine replay's (replay-<id>)
                 manifest = json.loads(self.fs.read_text(f"{self.manifests}/{key}.json"))
                 self._move_files(manifest["files"])

@@ -164,6 +164,10 @@ def merge_hours(settings: Settings, now_ms: int, dry_run: bool = False, log: Log
                     report.setdefault("skipped", {})[root] = "a quarantine replay is running"
                     continue
             try:
+                if replay_lock is not None:  # a replay killed after its commit still has files to move out
+                    from lambdaflow.storage import quarantine
+
+                    quarantine.recover(fs, settings, progress=log)
                 recovered = hour_merge.recover_merges(fs, root, column, log)
                 merged = hour_merge.merge_closed_hours(spark, fs, root, column, before_ms, log,
                                                        staging_dir=f"{settings.landing_path}/_staging")
