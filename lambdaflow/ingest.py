@@ -74,6 +74,7 @@ class LandingCommitter:
         # Commits since the last roll-up, kept in memory so that rolling them up reads nothing back.
         self.unrolled: dict[str, dict] = {}
         self.rollup_every = settings.rollup_every
+        self.tail_at_start = 0  # manifests left unrolled by earlier runs (an ingest restarted often)
         self._merged_hour: int | None = None  # the wall-clock hour of the last merge of closed hours
         self._merging: threading.Thread | None = None
 
@@ -106,6 +107,7 @@ class LandingCommitter:
             if tmp.rsplit("/", 1)[1].startswith("_tmp"):
                 self.fs.delete(tmp, recursive=False)
         self.positions = state.positions
+        self.tail_at_start = len(state.tail)  # they count toward the next roll-up
 
     def starting_offsets(self, partitions: list[int], earliest: dict[int, int]) -> str:
         """The Kafka source's startingOffsets for a stream without a checkpoint: the landing positions."""
@@ -196,7 +198,7 @@ class LandingCommitter:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
         self._commit_group_offsets()
         self.unrolled[f"{key}.json"] = manifest
-        if self.rollup_every and len(self.unrolled) >= self.rollup_every:
+        if self.rollup_every and len(self.unrolled) + self.tail_at_start >= self.rollup_every:
             self.roll_up()
         self.totals["batches"] += 1
         self.totals["landed"] += n_landed
@@ -209,14 +211,21 @@ class LandingCommitter:
         """Fold the commits since the last roll-up into a new one and delete their manifests, so the
         commit log stays O(hours), not O(micro-batches) (:mod:`lambdaflow.storage.commit_log`)."""
         started = time.monotonic()
-        rolled = commit_log.roll_up(self.log_store, self.landing, pending=self.unrolled)
+        try:
+            rolled = commit_log.roll_up(self.log_store, self.landing, pending=self.unrolled)
+        except Exception as exc:  # bookkeeping: never fails the stream; the next commit tries again
+            log.warning("rolling up the commit log failed (retried after the next commit): %s",
+                        str(exc).splitlines()[0][:300])
+            return
         self.unrolled.clear()
+        self.tail_at_start = 0
         log.info("rolled up %d commit(s) of the landing zone's log in %.2fs", rolled, time.monotonic() - started)
         self._merge_closed_hours()
 
     def _merge_closed_hours(self) -> None:
-        """Once per wall-clock hour: merge each closed hour's speed partials and quarantine files
-        (one small file per micro-batch) into one (:mod:`lambdaflow.storage.hour_merge`). The ingest
+        """Once per wall-clock hour (checked after each roll-up; none with ``LAMBDAFLOW_ROLLUP_EVERY=0``):
+        merge each closed hour's speed partials and quarantine files (one small file per micro-batch)
+        into one (:mod:`lambdaflow.storage.hour_merge`). The ingest
         is those directories' writer, so it starts it; the maintenance DAG does it when the ingest is
         down (a per-hour lock keeps the two apart). It runs in a background thread, as Spark jobs of
         its own: an hour of 3,600 files per view takes about a minute, which must not hold the stream."""
@@ -319,7 +328,12 @@ class LandingCommitter:
         except Exception as exc:  # a convenience copy of the landing positions: never fails the batch
             log.warning("committing positions to consumer group %s failed: %s", self.settings.ingest_group, exc)
 
-    def close(self) -> None:
+    def close(self, merge_wait_s: float = 600) -> None:
+        """Let a running hour merge finish (stopping mid-merge would leave its inputs and the merged
+        file both visible until a later merge's recovery), then close the group consumer."""
+        if self._merging is not None and self._merging.is_alive():
+            log.info("waiting for the hour merge in progress to finish (up to %.0f s)", merge_wait_s)
+            self._merging.join(timeout=merge_wait_s)
         if self._group_consumer is not None:
             self._group_consumer.close()
 

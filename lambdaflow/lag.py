@@ -1,9 +1,8 @@
 """Offset lag of the streaming ingest: records, seconds, Burrow-style health, history and alerts.
 
-The ingest's position is the landing zone's own truth: the offset-range manifests in
-``{landing_path}/_manifests/``, one ``<commit key>.json`` per committed micro-batch (see
-:mod:`lambdaflow.landing`); the committed position of partition p is the largest ``until`` over
-all manifests, and names starting with ``_`` (in-flight ``_tmp`` files) are ignored.
+The ingest's position is the landing zone's own truth: its commit log (the newest roll-up plus
+the offset-range manifests after it, :mod:`lambdaflow.storage.commit_log`); the committed position
+of partition p is the largest ``until`` committed, compared as integers.
 The consumer group ``settings.ingest_group``, which the ingest also commits to so that Kafka's own
 tools see its lag, is only cross-checked against it.
 
@@ -57,6 +56,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import socket
 import time
@@ -68,7 +68,7 @@ from hdfs import InsecureClient
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from lambdaflow import hdfs, kafka_admin, landing
+from lambdaflow import hdfs, kafka_admin
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
 from lambdaflow.hdfs import HdfsUnavailable, webhdfs_errors  # HdfsUnavailable: part of this module's API
@@ -85,7 +85,7 @@ DEFAULT_WINDOW = 10
 DEFAULT_STOP_AFTER_S = 300.0
 DEFAULT_MAX_LAG_RECORDS = 10_000
 DEFAULT_MAX_LAG_SECONDS = 300.0
-DEFAULT_RETENTION_DAYS = 7
+DEFAULT_RETENTION_DAYS = int(float(os.environ.get("LAMBDAFLOW_RETENTION_LAG_DAYS") or 7))  # as retention.py
 
 _DAY_FILE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl")
 _FETCH_TIMEOUT_S = 10.0
@@ -347,7 +347,7 @@ def record_sample(settings: Settings, report: Mapping[str, Any], retention_days:
     with webhdfs_errors(settings):
         c = hdfs.client(settings)
         _append_line(c, path, json.dumps(report, sort_keys=True) + "\n")
-        for name in expired_history_files(hdfs.list_names(c, base), day, retention_days):
+        for name in (expired_history_files(hdfs.list_names(c, base), day, retention_days) if retention_days > 0 else []):
             c.delete(f"{base}/{name}")
     return path
 

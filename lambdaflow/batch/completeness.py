@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING, Iterable
 
-from lambdaflow import hdfs, landing
+from lambdaflow import hdfs
 from lambdaflow.config import Settings
 from lambdaflow.storage import commit_log
 
@@ -26,7 +25,7 @@ def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lat
     past it) or, for a quiet stream, once the wall clock is past ``end + allowed_lateness``. At the
     first check after that, the topic's log-end offsets are recorded (``_observations/<h>.json``,
     kept across pokes and re-runs). The hour is *complete* once the landing positions (highest
-    ``until_offset`` per partition over the committed manifests, compared as integers) have reached
+    ``until_offset`` per partition in the commit log, compared as integers) have reached
     those offsets, and ``allowed_lateness_s`` has passed since they were observed.
     """
     from lambdaflow import kafka_admin

@@ -69,10 +69,6 @@ def landing_hour_path(settings: Settings, hour: int) -> str:
     return f"{settings.landing_path}/timestamp_hour={hour}"
 
 
-def manifests_path(settings: Settings) -> str:
-    return f"{settings.landing_path}/{landing.MANIFESTS}"
-
-
 def compaction_record_path(settings: Settings, hour: int) -> str:
     return f"{settings.landing_path}/_compactions/{hour}.json"
 
@@ -101,11 +97,6 @@ hours_between = timeutil.hours_between
 
 
 # ------------------------------------------------------------------------------ offset ranges
-def committed_after(ranges: list[landing.OffsetRange], positions: dict[int, int]) -> bool:
-    """Whether a manifest's ranges go beyond ``positions``, i.e. it was committed after they were taken."""
-    return any(r.until_offset > positions.get(r.partition, 0) for r in ranges)
-
-
 def batch_watermark(hours: Iterable[int], failed: Iterable[int] = ()) -> int | None:
     """The last hour of the contiguous run of covered hours that starts at the first covered hour.
 

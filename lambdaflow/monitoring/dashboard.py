@@ -26,10 +26,11 @@ answer is 401 (a browser is redirected to Airflow's login page).
 **Cost of a request.** Bounded however often the page is reloaded: the :class:`Gatherer` has one
 pool of :data:`SOURCE_THREADS` threads for all requests, keeps each section :data:`CACHE_S` seconds,
 never runs two calls of the same source at once and answers within :data:`SOURCE_TIMEOUT_S`.
-The landing zone's manifests are read once each and then cached in the
-process. A manifest is named by its offset ranges, and a replayed range writes the same figures
-again, so a cached manifest never goes stale. A request reads only the manifests committed since
-the previous one, at most :data:`MANIFEST_READS_PER_REQUEST` (the totals say when they are partial).
+The landing figures come from the commit log: its newest roll-up (one file) plus the tail of
+manifests after it, each read once and then cached in the process. A manifest is named by its
+offset ranges, and a replayed range writes the same figures again, so a cached manifest never goes
+stale. A request reads only the tail manifests committed since the previous one, at most
+:data:`MANIFEST_READS_PER_REQUEST` (the totals say when they are partial).
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def lag_history(settings: Settings, hours: float) -> dict[str, Any]:
 
 
 class ManifestCache:
-    """The figures of every committed manifest of a landing zone, read once each (see the module doc)."""
+    """The landing zone's figures: the commit log's newest roll-up plus its tail manifests, each read
+    once (see the module doc)."""
 
     def __init__(self, reads_per_request: int = MANIFEST_READS_PER_REQUEST, threads: int = 8) -> None:
         self.reads_per_request = reads_per_request
@@ -137,13 +139,15 @@ class ManifestCache:
                 missing = [k for k in keys if k not in cached][: self.reads_per_request]
             directory = commit_log.manifests_dir(settings.landing_path)
 
-            def read(name: str) -> tuple[str, Any]:
-                return name, hdfs.read_json(c, f"{directory}/{name}")
+            def read(name: str) -> tuple[str, Any]:  # None when rolled up meanwhile (the next request re-lists)
+                return name, store.read_json(f"{directory}/{name}")
 
             with ThreadPoolExecutor(max_workers=self.threads) as pool:
                 fresh = [(k, doc) for k, doc in pool.map(read, missing) if isinstance(doc, dict)]
         with self._lock:
-            cached.update((k, manifest_figures(doc)) for k, doc in fresh)
+            # a replay moves rows from quarantine to landed: no micro-batch of its own
+            cached.update((k, {**manifest_figures(doc), "batches": 0 if commit_log.is_replay_name(k) else 1})
+                          for k, doc in fresh)
             manifests = [cached[k] for k in keys if k in cached]
         rollup = state.rollup
         figures = [{**manifest_figures(rollup), "batches": int(rollup.get("batches", 0)),

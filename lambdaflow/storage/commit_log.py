@@ -323,12 +323,6 @@ def totals(fs_or_client, landing_path: str) -> dict:
                 int(p): max(e for _, e in spans) for p, spans in state["intervals"].items() if spans}}
 
 
-def intervals(fs_or_client, landing_path: str) -> dict[int, list[tuple[int, int]]]:
-    """Committed offsets per partition as coalesced [from, until) intervals (gaps show)."""
-    state = current(store_for(fs_or_client), landing_path)
-    return {int(p): [tuple(s) for s in spans] for p, spans in state["intervals"].items()}
-
-
 # ------------------------------------------------------------------------------- writing roll-ups
 def roll_up(fs_or_client, landing_path: str, pending: Mapping[str, Mapping] | None = None,
             keep_tail: int = 0, now_ms: int | None = None) -> int:
@@ -337,7 +331,7 @@ def roll_up(fs_or_client, landing_path: str, pending: Mapping[str, Mapping] | No
     roll-ups older than the newest :data:`KEEP_ROLLUPS`. Returns the number of entries rolled up.
 
     Manifests whose batch is still moving into place (``_staging/<key>`` exists) stay in the tail;
-    so do the newest ``keep_tail`` (by name order of commit time is not needed: any subset is valid).
+    so do the ``keep_tail`` most recently written ones (any subset of the tail may be rolled up).
     Safe to run from several processes at once."""
     store = store_for(fs_or_client)
     pending = dict(pending or {})
@@ -371,6 +365,13 @@ def roll_up(fs_or_client, landing_path: str, pending: Mapping[str, Mapping] | No
 
 
 def _prune(store: LogStore, landing_path: str, rollup: Mapping, seq: int) -> None:
+    """Delete the manifests ``rollup`` covers and old roll-ups; nothing when a newer roll-up exists (a
+    writer that read a stale state may re-create a sequence number already pruned: its roll-up is
+    never the newest, so readers ignore it, and it must not prune what the newest does not cover)."""
+    newest = _newest_rollup_name(store, landing_path)
+    if newest is not None and _rollup_seq(newest) > seq:
+        log.info("roll-up %d of %s is not the newest (%s): pruning left to the newest", seq, landing_path, newest)
+        return
     for name in store.list_names(manifests_dir(landing_path)):
         if is_entry_name(name) and covers(rollup, name):
             try:

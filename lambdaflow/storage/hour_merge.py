@@ -51,6 +51,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from lambdaflow.storage.lock import _pid_alive
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
@@ -132,9 +134,13 @@ class _HourLock:
                 age_ms = int(time.time() * 1000) - self.fs.modification_time_ms(self.path)
             except Exception:  # noqa: BLE001 - released meanwhile: try again
                 continue
-            if age_ms <= self.stale_ms:
+            holder_doc = self.fs.read_json(self.path) or {}
+            dead_here = holder_doc.get("host") == socket.gethostname() and not _pid_alive(holder_doc.get("pid"))
+            if age_ms <= self.stale_ms and not dead_here:
                 return False
-            self.log(f"merge lock {self.path} not touched for {age_ms / 1000:.0f} s: its holder died, taking over")
+            self.log(f"merge lock {self.path}: its holder died (" + (
+                f"pid {holder_doc.get('pid')} gone from this host" if dead_here else
+                f"not touched for {age_ms / 1000:.0f} s") + "), taking over")
             self.fs.delete(self.path, recursive=False)
         return False
 

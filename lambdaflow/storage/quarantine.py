@@ -58,7 +58,7 @@ from lambdaflow.schema import reason_class
 log = logging.getLogger("lambdaflow.storage.quarantine")
 
 ARRIVAL_HOUR = "arrival_hour"
-REPLAY_PREFIX = "replay-"
+from lambdaflow.storage.commit_log import REPLAY_PREFIX  # noqa: E402 - one name for the replay manifests
 REPLAY_LOCK = "_replay"
 REPLAYED = "_replayed"
 DEFAULT_LIMIT = 100
@@ -360,6 +360,15 @@ class Replay:
                    "reasons_changed": 0,
                    "files_replaced": 0, "landed_hours": {}, "quarantine_reasons": {}}
         files = data_files(self.fs, self.settings)
+        # Files of an ingest batch still moving into place (its _staging/<key> exists, listed after
+        # the files) are where its manifest says recovery will look for them: leave them alone.
+        from lambdaflow.storage.hour_merge import commit_key_of
+
+        moving = {p.rsplit("/", 1)[1] for p in self.fs.list(self.staging)}
+        held = [f for f in files if commit_key_of(f.rsplit("/", 1)[1]) in moving]
+        if held:
+            self.progress(f"left {len(held)} file(s) of batches still moving into place for the next replay")
+            files = [f for f in files if f not in held]
         self.progress(f"reading {len(files)} quarantine file(s) under {self.quarantine}")
         if not files:
             return summary

@@ -17,6 +17,7 @@ import pytest
 from lambdaflow import batch, dashboard, hdfs, lag, landing
 from lambdaflow import stack as local_stack
 from lambdaflow.stack.services import airflow_url
+from lambdaflow.storage import commit_log
 
 pytestmark = pytest.mark.integration
 
@@ -82,11 +83,9 @@ def test_summary_has_live_lag_history_landing_batch_and_dags(airflow, stack, rec
 
 
 def manifest_totals(settings) -> tuple[int, int, int]:
-    """(manifests, landed rows, quarantined rows) of a landing zone, read from its manifests here."""
-    client = hdfs.client(settings)
-    documents = [hdfs.read_json(client, f"{settings.landing_path}/{landing.MANIFESTS}/{key}.json")
-                 for key in landing.manifest_keys(client, settings.landing_path)]
-    return (len(documents), sum(d["landed_rows"] for d in documents), sum(d["quarantined_rows"] for d in documents))
+    """(batches, landed rows, quarantined rows) of a landing zone's whole commit log (roll-up + tail)."""
+    totals = commit_log.totals(hdfs.client(settings), settings.landing_path)
+    return totals["batches"], totals["landed_rows"], totals["quarantined_rows"]
 
 
 def stable_landing_figures(airflow: str, settings, summary: dict, attempts: int = 6) -> dict:

@@ -59,3 +59,85 @@ def test_positions_combine_the_rollup_and_the_tail_and_skip_moving_batches() -> 
 def test_rollup_names_sort_by_sequence() -> None:
     assert commit_log.rollup_name(7) == "000000000007.json"
     assert sorted(commit_log.rollup_name(n) for n in (10, 9, 100)) == [commit_log.rollup_name(n) for n in (9, 10, 100)]
+
+
+class MemoryStore:
+    """The commit log's store protocol over a dict (the same calls are tested on HDFS in
+    tests/integration/test_commit_log.py); here: the roll-up rules, quickly and exhaustively."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}
+        self.dirs: set[str] = set()
+
+    def list_names(self, path: str) -> list[str]:
+        names = {p[len(path) + 1:].split("/")[0] for p in self.files if p.startswith(path + "/")}
+        return sorted(names | {d[len(path) + 1:].split("/")[0] for d in self.dirs if d.startswith(path + "/")})
+
+    def list_mtimes(self, path: str) -> dict[str, int]:
+        return {n: 0 for n in self.list_names(path)}
+
+    def read_json(self, path: str):
+        import json
+
+        return json.loads(self.files[path]) if path in self.files else None
+
+    def create_new(self, path: str, text: str) -> bool:
+        if path in self.files:
+            return False
+        self.files[path] = text
+        return True
+
+    def delete(self, path: str) -> None:
+        self.files.pop(path, None)
+
+
+def _commit(store: MemoryStore, key: str, rows: int = 5) -> None:
+    import json
+
+    store.files[f"/l/_manifests/{key}.json"] = json.dumps(manifest(key, rows, hours={0: rows}))
+
+
+def test_roll_up_keeps_moving_batches_and_the_newest_in_the_tail_and_prunes_the_rest() -> None:
+    store = MemoryStore()
+    for i in range(6):
+        _commit(store, f"0-{i}-{i + 1}")
+    store.dirs.add("/l/_staging/0-5-6")  # still moving into place
+    assert commit_log.roll_up(store, "/l", keep_tail=1) == 4  # 0..3; 4 kept as the newest; 5 moving
+    state = commit_log.read_state(store, "/l")
+    assert sorted(state.tail) == ["0-4-5.json", "0-5-6.json"] and state.positions == {0: 6}
+    assert commit_log.current(store, "/l")["landed_rows"] == 30
+    store.dirs.clear()
+    extra = {"0-6-7.json": manifest("0-6-7", 5, hours={0: 5})}  # committed in memory only (synthetic)
+    assert commit_log.roll_up(store, "/l", pending=extra) == 3
+    assert commit_log.read_state(store, "/l").tail == {} and commit_log.totals(store, "/l")["landed_rows"] == 35
+    assert store.list_names("/l/_rollups") == [commit_log.rollup_name(1), commit_log.rollup_name(2)]
+
+
+def test_a_stale_roll_up_never_prunes_what_the_newest_does_not_cover() -> None:
+    """A writer that read roll-up 1, then stalled while three more were written (pruning roll-up 2),
+    can re-create roll-up 2: it is not the newest, so readers ignore it and it prunes nothing."""
+    import json
+
+    store = MemoryStore()
+    _commit(store, "0-0-1")
+    commit_log.roll_up(store, "/l")
+    stale = commit_log.read_state(store, "/l")
+    for i in range(1, 4):
+        _commit(store, f"0-{i}-{i + 1}")
+        commit_log.roll_up(store, "/l")
+    assert store.list_names("/l/_rollups") == [commit_log.rollup_name(3), commit_log.rollup_name(4)]
+    _commit(store, "0-4-5")  # in the tail of roll-up 4
+    late = {**commit_log.fold(stale.rollup, {"0-4-5.json": manifest("0-4-5", 5)}), "seq": 2}
+    assert store.create_new(f"/l/_rollups/{commit_log.rollup_name(2)}", json.dumps(late))
+    commit_log._prune(store, "/l", late, 2)
+    assert "/l/_manifests/0-4-5.json" in store.files
+    assert commit_log.totals(store, "/l")["landed_rows"] == 25
+
+
+def test_archive_hours_moves_counts_once_and_keeps_the_total() -> None:
+    store = MemoryStore()
+    _commit(store, "0-0-1", 5)
+    assert commit_log.archive_hours(store, "/l", {0: 5}) == {0: 5}
+    assert commit_log.archive_hours(store, "/l", [0]) == {}
+    state = commit_log.current(store, "/l")
+    assert state["landed_rows"] == 5 and state["hours"] == {} and state["archived_hours"] == {"0": 5}
