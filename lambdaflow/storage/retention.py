@@ -113,27 +113,38 @@ def _due(hour: int, now_ms: int, keep_ms: float) -> bool:
     return hour + HOUR_MS + keep_ms <= now_ms
 
 
-def plan_landing(hours: Iterable[int], covered: Iterable[int], now_ms: int, days: float | None) -> Plan:
-    """Landed hours to remove: past ``days`` and covered by the batch layer (the master dataset of
-    an hour the batch views do not hold yet is never dropped). ``days`` None: keep everything."""
+def plan_landing(hours: Iterable[int], covered: Iterable[int], now_ms: int, days: float | None,
+                 stale: Iterable[int] = ()) -> Plan:
+    """Landed hours to remove: past ``days`` and covered by the batch layer with a view computed from
+    every row landed in it (the master dataset of an hour the batch views do not hold yet, or hold
+    without its late rows — ``stale`` —, is never dropped). ``days`` None: keep everything."""
     plan = Plan()
-    covered = set(covered)
+    covered, stale = set(covered), set(stale)
     for hour in sorted(set(hours)):
         if days is None or not _due(hour, now_ms, days * DAY_MS):
             plan.keep.append(hour)
         elif hour not in covered:
             plan.keep.append(hour)
             plan.held[hour] = "not covered by the batch layer"
+        elif hour in stale:
+            plan.keep.append(hour)
+            plan.held[hour] = "late rows not yet in the batch view"
         else:
             plan.remove.append(hour)
     return plan
 
 
-def plan_quarantine(hours: Iterable[int], now_ms: int, days: float | None) -> Plan:
-    """Quarantine arrival hours past ``days`` (None: keep everything)."""
+def plan_quarantine(hours: Iterable[int], now_ms: int, days: float | None,
+                    written_ms: Mapping[int, int] | None = None) -> Plan:
+    """Quarantine arrival hours past ``days`` (None: keep everything), counted from the later of the
+    hour's end and when files were last written into it (``written_ms``): after a long outage the
+    backlog's records arrive in old hours, and still get ``days`` to be looked at and replayed."""
     plan = Plan()
     for hour in sorted(set(hours)):
-        (plan.remove if days is not None and _due(hour, now_ms, days * DAY_MS) else plan.keep).append(hour)
+        written = (written_ms or {}).get(hour)
+        due = days is not None and _due(hour, now_ms, days * DAY_MS) and (
+            written is None or written + days * DAY_MS <= now_ms)
+        (plan.remove if due else plan.keep).append(hour)
     return plan
 
 
@@ -279,6 +290,29 @@ def _batch_covered(tree: Tree, settings: Settings) -> list[int]:
 
 
 # ======================================================================================= applying
+def _committed_moving(tree: Tree, settings: Settings) -> list[str]:
+    """Committed batches still moving their files into place (``_staging/<key>`` beside its manifest:
+    a crash between the commit point and the moves). Their files must stay where the manifest says
+    until the ingest's recovery has moved them, so the file retention waits for the next run."""
+    staging = set(tree.names(f"{settings.landing_path}/_staging"))
+    manifests = {n.removesuffix(".json") for n in tree.names(f"{settings.landing_path}/_manifests")}
+    return sorted(staging & manifests)
+
+
+def _stale_views(tree: Tree, settings: Settings, hours: Iterable[int], landed: Mapping[int, int]) -> set[int]:
+    """Hours whose batch record was computed from another number of rows than the commit log holds."""
+    from lambdaflow.batch.layout import current_version, read_hour_record
+
+    store = tree.batch_store()
+    version = current_version(store, settings)
+    stale = set()
+    for hour in hours:
+        record = read_hour_record(store, settings, version, hour) or {}
+        if record.get("landed_rows") != landed.get(hour, 0):
+            stale.add(hour)
+    return stale
+
+
 def apply_landing(tree: Tree, settings: Settings, retention: RetentionSettings, now_ms: int,
                   dry_run: bool = False, log: Log = print) -> dict:
     """Remove landed hours past the retention that the batch layer covers, archiving their row
@@ -287,12 +321,19 @@ def apply_landing(tree: Tree, settings: Settings, retention: RetentionSettings, 
 
     landing = settings.landing_path
     hours = partition_hours(tree.names(landing), "timestamp_hour")
-    plan = plan_landing(hours, _batch_covered(tree, settings) if retention.landing_days else (), now_ms,
-                        retention.landing_days)
+    moving = _committed_moving(tree, settings) if retention.landing_days else []
+    if moving:
+        log(f"landing zone {landing}: {len(moving)} committed batch(es) still moving into place ({moving[0]} ...); "
+            "retention waits for the ingest's recovery (next run)")
+        return {"removed": [], "kept": len(hours), "skipped": "committed batches still moving into place",
+                "archived_rows": 0, "retention_days": retention.landing_days}
+    covered = _batch_covered(tree, settings) if retention.landing_days else []
+    rows = commit_log.landed_rows_by_hour(tree.target, landing) if retention.landing_days else {}
+    due = plan_landing(hours, covered, now_ms, retention.landing_days).remove
+    plan = plan_landing(hours, covered, now_ms, retention.landing_days, _stale_views(tree, settings, due, rows))
     report = {"removed": [], "kept": len(plan.keep), "held": {str(h): why for h, why in plan.held.items()},
               "archived_rows": 0, "retention_days": retention.landing_days}
     if plan.remove:
-        rows = commit_log.landed_rows_by_hour(tree.target, landing)
         counts = {h: rows.get(h, 0) for h in plan.remove}
         if not dry_run:
             archived = commit_log.archive_hours(tree.target, landing, counts)
@@ -317,7 +358,12 @@ def apply_quarantine(tree: Tree, settings: Settings, retention: RetentionSetting
     entries = tree.entries(root)
     hours = partition_hours(entries, "arrival_hour")
     legacy = sorted(n for n, (is_dir, _) in entries.items() if not is_dir and n.endswith(".parquet"))
-    plan = plan_quarantine(hours, now_ms, retention.quarantine_days)
+    written = {h: entries[f"arrival_hour={h}"][1] for h in hours}  # a directory's mtime: its last file added
+    plan = plan_quarantine(hours, now_ms, retention.quarantine_days, written)
+    if plan.remove and _committed_moving(tree, settings):
+        log(f"quarantine {root}: committed batches still moving into place; retention waits for the next run")
+        return {"removed": [], "kept": len(hours), "skipped": "committed batches still moving into place",
+                "retention_days": retention.quarantine_days}
     replaying = live_holder(tree, replay_lock_path(settings)) if plan.remove else None
     if replaying:  # a replay moves the files it read: removing them under it would lose its commit
         log(f"quarantine {root}: a quarantine replay is running ({replaying}); kept all {len(hours)} arrival "
@@ -341,6 +387,9 @@ def apply_speed(tree: Tree, settings: Settings, retention: RetentionSettings, no
     """Remove speed partials of hours the batch layer covers, after the grace period."""
     covered = _batch_covered(tree, settings)
     report: dict[str, Any] = {"grace_hours": retention.speed_grace_hours}
+    if _committed_moving(tree, settings):
+        log("speed views: committed batches still moving into place; retention waits for the next run")
+        return {**report, "skipped": "committed batches still moving into place"}
     for view in SPEED_VIEWS:
         root = f"{settings.speed_root}/{view}"
         plan = plan_speed(partition_hours(tree.names(root), "timestamp_hour"), covered, now_ms,

@@ -124,6 +124,7 @@ def test_dags_test_weblogs_maintenance(stack: Settings) -> None:
     for path in (f"{old}/part-a-0.snappy.parquet", f"{fresh}/part-b-0.snappy.parquet",
                  f"{lag_dir}/2020-01-01.jsonl", f"{lag_dir}/{today}.jsonl"):
         client.write(path, data=b"x")
+    client.set_times(old, modification_time=now_hour - 40 * 24 * 3_600_000)  # its files written back then
     try:
         output = dags_test(settings, "weblogs_maintenance")
         assert "removed 1 arrival hour(s)" in output and "removed 1 day file(s)" in output, "each step logs it"

@@ -210,11 +210,13 @@ def test_maintenance_removes_only_what_is_due_and_keeps_the_accounting(landed, s
     fs = JvmFs(spark, settings.hdfs_url)
     client = hdfs.client(settings)
     now = int(time.time() * 1000)
-    # the batch layer covers H0 only
-    fs.write_json(batch.records_path(settings, 1, H0), {"timestamp_hour": H0, "version": 1})
-    # quarantine: an arrival hour 40 days old and the fresh ones of the ingest
+    # the batch layer covers H0 only (its view computed from every row landed in it)
+    fs.write_json(batch.records_path(settings, 1, H0), {"timestamp_hour": H0, "version": 1,
+                                                       "landed_rows": writer.landed(H0)})
+    # quarantine: an arrival hour 40 days old (written then) and the fresh ones of the ingest
     old_q = NOW_HOUR - 40 * 24 * H
     fs.write_text(f"{settings.quarantine_path}/arrival_hour={old_q}/part-x-0.snappy.parquet", "old")
+    fs.touch(f"{settings.quarantine_path}/arrival_hour={old_q}", old_q + H)
     # lag history: a day file of 2020 and today's
     lag_dir = f"{settings.lag_history_path}/{settings.ingest_group}/{settings.topic}"
     today = datetime.fromtimestamp(now / 1000, tz=timezone.utc).date().isoformat()

@@ -91,3 +91,12 @@ def test_merge_names() -> None:
     assert not hour_merge.is_data_file("_SUCCESS") and not hour_merge.is_data_file(".part-0.parquet.crc")
     assert hour_merge.partition_hour(f"timestamp_hour={T0}", "timestamp_hour") == T0
     assert hour_merge.partition_hour(f"timestamp_hour={T0}", "arrival_hour") is None
+
+
+def test_a_quarantine_hour_written_recently_keeps_its_days_and_stale_views_hold_landed_hours() -> None:
+    old = NOW - 40 * DAY
+    # the backlog of a long outage arrived yesterday into a 40-day-old arrival hour: kept 30 days from now
+    assert retention.plan_quarantine([old], NOW, 30, {old: NOW - DAY}).keep == [old]
+    assert retention.plan_quarantine([old], NOW, 30, {old: old + H}).remove == [old]
+    plan = retention.plan_landing([old], [old], NOW, 30, stale=[old])
+    assert plan.remove == [] and plan.held == {old: "late rows not yet in the batch view"}
