@@ -279,22 +279,9 @@ class LandingCommitter:
         return moves
 
     def _move_files(self, files: list[dict], recovering: bool = True) -> None:
-        """Rename staged files into place. Recovery first checks what a crash already moved."""
-        made: set[str] = set()
-        for f in files:
-            if recovering:
-                if self.fs.exists(f["final"]):
-                    continue  # moved before the crash
-                if not self.fs.exists(f["staged"]) and not self.fs.exists(f["final"]):
-                    raise RuntimeError(f"committed file lost: neither {f['staged']} nor {f['final']} exists")
-            parent = f["final"].rsplit("/", 1)[0]
-            if parent not in made:
-                self.fs.mkdirs(parent)
-                made.add(parent)
-            if not self.fs.try_rename(f["staged"], f["final"]) and not self.fs.exists(f["final"]):
-                raise OSError(f"HDFS rename {f['staged']} -> {f['final']} failed")
-            if not recovering and f is files[0]:
-                self._test_pause("moved_partially")
+        """Rename staged files into place (:func:`lambdaflow.landing.move_into_place`)."""
+        landing.move_into_place(self.fs, files, recovering, log=log.warning,
+                                after_first=None if recovering else lambda: self._test_pause("moved_partially"))
 
     def _test_pause(self, step: str) -> None:
         """Test hook: with ``LAMBDAFLOW_TEST_PAUSE_AT=<step>[:<n>]`` the n-th batch commit (default the

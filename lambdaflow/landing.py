@@ -157,6 +157,36 @@ def manifest_document(topic: str, ranges: list[OffsetRange], files: list[dict], 
     }
 
 
+def move_into_place(fs, files: list[dict], recovering: bool = True, after_first=None, log=None) -> None:
+    """Step 3 of the commit protocol, for the ingest's batches and the quarantine replay's: rename
+    each committed file ``{"kind", "staged", "final"}`` into place (``fs``: a JvmFs).
+
+    A file already at its final place was moved before a crash, or meanwhile by another recovery;
+    a quarantine file a replay takes out (``quarantine_replaced``) may be gone already (retention).
+    Any other file found neither staged nor final is lost: recovery stops and names it.
+    ``after_first`` runs after the first rename (the test hooks' ``moved_partially``)."""
+    made: set[str] = set()
+    for i, f in enumerate(files):
+        if recovering and fs.exists(f["final"]):
+            continue
+        if recovering and not fs.exists(f["staged"]):
+            if fs.exists(f["final"]):
+                continue
+            if f["kind"] == "quarantine_replaced":
+                if log is not None:
+                    log(f"replaced quarantine file {f['staged']} is gone already")
+                continue
+            raise RuntimeError(f"committed file lost: neither {f['staged']} nor {f['final']} exists")
+        parent = f["final"].rsplit("/", 1)[0]
+        if parent not in made:
+            fs.mkdirs(parent)
+            made.add(parent)
+        if not fs.try_rename(f["staged"], f["final"]) and not fs.exists(f["final"]):
+            raise OSError(f"HDFS rename {f['staged']} -> {f['final']} failed")
+        if i == 0 and after_first is not None:
+            after_first()
+
+
 def hour_of(timestamp_ms: int) -> int:
     return timestamp_ms - timestamp_ms % 3_600_000
 

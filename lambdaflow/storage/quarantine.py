@@ -320,26 +320,9 @@ class Replay:
                 self.fs.delete(taken_out)
 
     def _move_files(self, files: list[dict], pause: bool = False) -> None:
-        """Rename staged -> final; a file already at its final place was moved before a crash."""
-        made: set[str] = set()
-        for i, f in enumerate(files):
-            if self.fs.exists(f["final"]):
-                continue
-            if not self.fs.exists(f["staged"]):
-                if self.fs.exists(f["final"]):  # moved meanwhile by another recovery (the ingest's)
-                    continue
-                if f["kind"] == "quarantine_replaced":  # taken out of the quarantine already (e.g. retention)
-                    log.warning("replaced quarantine file %s is gone already", f["staged"])
-                    continue
-                raise RuntimeError(f"committed replay file lost: neither {f['staged']} nor {f['final']} exists")
-            parent = f["final"].rsplit("/", 1)[0]
-            if parent not in made:
-                self.fs.mkdirs(parent)
-                made.add(parent)
-            if not self.fs.try_rename(f["staged"], f["final"]) and not self.fs.exists(f["final"]):
-                raise OSError(f"HDFS rename {f['staged']} -> {f['final']} failed")
-            if pause and i == 0:
-                _test_pause("moved_partially")
+        """Rename staged -> final (:func:`lambdaflow.landing.move_into_place`, the ingest's own step)."""
+        landing.move_into_place(self.fs, files, log=log.warning,
+                                after_first=(lambda: _test_pause("moved_partially")) if pause else None)
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self, reason: str | None = None) -> dict:
