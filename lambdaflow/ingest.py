@@ -32,6 +32,7 @@ import time
 from lambdaflow import landing
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
+from lambdaflow.monitoring import stream_progress
 from lambdaflow.storage import commit_log
 # The single-writer lock, fenced by epochs: a driver paused past the takeover timeout
 # (LAMBDAFLOW_LOCK_STALE_S, default 60 s) and taken over can never commit again.
@@ -333,7 +334,10 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
     from lambdaflow.jvm_fs import JvmFs
     from lambdaflow.spark import session
 
-    spark = session("lambdaflow-ingest", settings)
+    spark = session("lambdaflow-ingest", settings, conf=ui_conf())
+    log.info("Spark UI of the ingest (Structured Streaming tab: /StreamingQuery/): %s", spark.sparkContext.uiWebUrl)
+    recorder = stream_progress.recorder(settings)  # per-batch progress, charted on the dashboard
+    spark.streams.addListener(recorder)
     fs = JvmFs(spark, settings.hdfs_url)
     lock = IngestLock(fs, settings.landing_path)
     lock.acquire()
@@ -387,6 +391,23 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
             signal.signal(s, handler)
         committer.close()
         lock.release()
+        spark.streams.removeListener(recorder)
+        recorder.close()
+
+
+def ui_conf() -> dict[str, str]:
+    """The ingest's Spark UI, on for Spark users (``LAMBDAFLOW_INGEST_UI_PORT``, default 4040; the next
+    free port when taken), with bounded retention for a driver that runs for months."""
+    return {
+        "spark.ui.enabled": "true",
+        "spark.ui.port": str(stream_progress.ui_port()),
+        "spark.ui.retainedJobs": "200",
+        "spark.ui.retainedStages": "200",
+        "spark.ui.retainedTasks": "20000",
+        "spark.sql.ui.retainedExecutions": "100",
+        "spark.sql.streaming.ui.retainedQueries": "10",
+        "spark.sql.streaming.ui.retainedProgressUpdates": "100",
+    }
 
 
 def _raise_if_lost(lock: IngestLock, error: Exception | None) -> None:

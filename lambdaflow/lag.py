@@ -57,14 +57,12 @@ import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from typing import Any
 
-from hdfs import InsecureClient
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -73,6 +71,7 @@ from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
 from lambdaflow.hdfs import HdfsUnavailable, webhdfs_errors  # HdfsUnavailable: part of this module's API
 from lambdaflow.kafka_admin import KafkaUnavailable
+from lambdaflow.monitoring import day_files
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +86,7 @@ DEFAULT_MAX_LAG_RECORDS = 10_000
 DEFAULT_MAX_LAG_SECONDS = 300.0
 DEFAULT_RETENTION_DAYS = int(float(os.environ.get("LAMBDAFLOW_RETENTION_LAG_DAYS") or 7))  # as retention.py
 
-_DAY_FILE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl")
 _FETCH_TIMEOUT_S = 10.0
-_APPEND_ATTEMPTS = 6
 
 
 class TopicNotFound(UserError):
@@ -316,75 +313,22 @@ def history_dir(settings: Settings) -> str:
 
 def expired_history_files(names: Iterable[str], today: date, retention_days: int) -> list[str]:
     """Day files older than the retention (today and the ``retention_days`` days before are kept)."""
-    oldest_kept = today - timedelta(days=retention_days)
-    return sorted(n for n in names if (m := _DAY_FILE.fullmatch(n)) and date.fromisoformat(m.group(1)) < oldest_kept)
-
-
-def _utc_day(epoch_ms: int) -> date:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).date()
-
-
-def _append_line(c: InsecureClient, path: str, line: str) -> None:
-    # HDFS allows one writer per file: a concurrent CLI sample holds the lease for a moment.
-    for attempt in range(_APPEND_ATTEMPTS):
-        try:
-            if c.status(path, strict=False) is None:
-                c.write(path, data=line, encoding="utf-8", overwrite=False)
-            else:
-                c.write(path, data=line, encoding="utf-8", append=True)
-            return
-        except hdfs.HdfsError:
-            if attempt == _APPEND_ATTEMPTS - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    return day_files.expired(names, today, retention_days)
 
 
 def record_sample(settings: Settings, report: Mapping[str, Any], retention_days: int = DEFAULT_RETENTION_DAYS) -> str:
     """Append a sample to its day file and drop day files past the retention; returns the path."""
-    base = history_dir(settings)
-    day = _utc_day(report["sampled_at"])
-    path = f"{base}/{day.isoformat()}.jsonl"
     with webhdfs_errors(settings):
-        c = hdfs.client(settings)
-        _append_line(c, path, json.dumps(report, sort_keys=True) + "\n")
-        for name in (expired_history_files(hdfs.list_names(c, base), day, retention_days) if retention_days > 0 else []):
-            c.delete(f"{base}/{name}")
-    return path
+        return day_files.append(hdfs.client(settings), history_dir(settings), [dict(report)], report["sampled_at"],
+                                retention_days)
 
 
 def history(settings: Settings, hours: float | None = 24.0, limit: int | None = None) -> list[dict[str, Any]]:
     """Recorded samples, oldest first: those of the last ``hours`` (None: all kept), at most ``limit``."""
-    if limit == 0:
-        return []
     since = None if hours is None else int((time.time() - hours * 3600) * 1000)
-    base = history_dir(settings)
-    samples: list[dict[str, Any]] = []
     with webhdfs_errors(settings):
-        c = hdfs.client(settings)
-        days = sorted((n for n in hdfs.list_names(c, base) if _DAY_FILE.fullmatch(n)), reverse=True)
-        for name in days:
-            with c.read(f"{base}/{name}", encoding="utf-8") as reader:
-                day_samples = [s for s in _parse_lines(reader.read(), name) if since is None or s["sampled_at"] >= since]
-            samples = day_samples + samples
-            day_start = datetime.fromisoformat(name.removesuffix(".jsonl")).replace(tzinfo=timezone.utc)
-            if (limit is not None and len(samples) >= limit) or (since is not None and day_start.timestamp() * 1000 <= since):
-                break
-    samples.sort(key=lambda s: s["sampled_at"])
-    return samples if limit is None else samples[-limit:]
-
-
-def _parse_lines(text: str, name: str) -> list[dict[str, Any]]:
-    samples = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            document = json.loads(line)
-        except ValueError:  # a torn append; the samples around it are intact
-            document = None
-        if isinstance(document, dict) and {"sampled_at", "partitions"} <= document.keys():
-            samples.append(document)
-        else:
-            log.warning("skipping line %d of lag history file %s: not a lag sample", number, name)
-    return samples
+        return day_files.read(hdfs.client(settings), history_dir(settings), "sampled_at",
+                              lambda d: {"sampled_at", "partitions"} <= d.keys(), since, limit, "lag sample")
 
 
 # -- one monitoring step --------------------------------------------------------------------------------

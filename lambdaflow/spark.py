@@ -51,8 +51,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
 
 
 def session(app_name: str, settings: Settings | None = None, master: str | None = None,
-            driver_memory: str = "1g"):
-    """A SparkSession for ``app_name``. Inside spark-submit, the submitted master wins."""
+            driver_memory: str = "1g", conf: dict[str, str] | None = None):
+    """A SparkSession for ``app_name`` (``conf`` on top of the defaults). Inside spark-submit, the
+    submitted master wins."""
     from pyspark.sql import SparkSession
 
     settings = settings or Settings.from_env()
@@ -60,7 +61,7 @@ def session(app_name: str, settings: Settings | None = None, master: str | None 
     if master or "SPARK_ENV_LOADED" not in os.environ:
         builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[2]"))
         builder = builder.config("spark.driver.memory", driver_memory)
-    for key, value in spark_conf(settings).items():
+    for key, value in {**spark_conf(settings), **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))

@@ -43,11 +43,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from lambdaflow.config import Settings
+from lambdaflow.monitoring import day_files
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 SPEED_VIEWS = ("activity_by_product", "visitors_by_product")
-_DAY_FILE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl")
 _EPOCH_DIR = re.compile(r"e(\d+)")
 
 Log = Callable[[str], None]
@@ -168,7 +168,7 @@ def plan_lag_history(names: Iterable[str], today: date, days: float | None) -> P
     plan = Plan()
     oldest_kept = today - timedelta(days=days) if days is not None else None
     for name in sorted(names):
-        match = _DAY_FILE.fullmatch(name)
+        match = day_files.DAY_FILE.fullmatch(name)
         if match and oldest_kept is not None and date.fromisoformat(match.group(1)) < oldest_kept:
             plan.remove.append(name)
         else:
