@@ -13,17 +13,15 @@ from lambdaflow.config import REPO_ROOT, Settings
 
 JARS_CACHE = Path(os.environ.get("LAMBDAFLOW_JARS_CACHE", REPO_ROOT / ".cache" / "jars"))
 
-# Small-machine defaults: 2 cores, several JVMs side by side.
+# What every application of the pipeline needs whatever the topology. Sizing (shuffle partitions,
+# parallelism, cores), the UI and the HDFS client's replication come from the topology the
+# deployment runs (lambdaflow.stack.topology, LAMBDAFLOW_TOPOLOGY: "local" by default, "cluster"),
+# never forced here over a cluster's own.
 DEFAULT_CONF = {
-    "spark.sql.shuffle.partitions": "3",
-    "spark.default.parallelism": "2",
-    "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
-    "spark.hadoop.dfs.client.use.datanode.hostname": "true",
-    "spark.hadoop.dfs.replication": "1",
     # Closing a small HDFS file waits 400 ms before its first retry by default; micro-batches
     # write many small files, so start at 20 ms (measured: ~2x ingest throughput).
     "spark.hadoop.dfs.client.block.write.locateFollowingBlock.initial.delay.ms": "20",
@@ -43,11 +41,31 @@ def connector_jars() -> list[str]:
     return jars
 
 
-def spark_conf(settings: Settings) -> dict[str, str]:
+def topology_name() -> str:
+    return os.environ.get("LAMBDAFLOW_TOPOLOGY") or "local"
+
+
+def spark_conf(settings: Settings, app: str = "batch") -> dict[str, str]:
+    """Spark settings of application ``app`` (``ingest`` or ``batch``): the topology's (master, core
+    caps, sizing, HDFS replication), the pipeline's own, and the addresses of ``settings``."""
+    from lambdaflow.stack import topology
+
     conf = dict(DEFAULT_CONF)
+    conf.update({k: v for k, v in topology.spark_conf(app, topology_name()).items()
+                 if k not in ("spark.master", "spark.driver.memory")})
     conf["spark.hadoop.fs.defaultFS"] = settings.hdfs_url
     conf["spark.jars"] = ",".join(connector_jars())
     return conf
+
+
+def default_master() -> str:
+    from lambdaflow.stack import topology
+
+    return os.environ.get("SPARK_MASTER") or topology.spark_conf("batch", topology_name())["spark.master"]
+
+
+def _app(app_name: str) -> str:
+    return "ingest" if "ingest" in app_name else "batch"
 
 
 def session(app_name: str, settings: Settings | None = None, master: str | None = None,
@@ -59,9 +77,9 @@ def session(app_name: str, settings: Settings | None = None, master: str | None 
     settings = settings or Settings.from_env()
     builder = SparkSession.builder.appName(app_name)
     if master or "SPARK_ENV_LOADED" not in os.environ:
-        builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[2]"))
+        builder = builder.master(master or default_master())
         builder = builder.config("spark.driver.memory", driver_memory)
-    for key, value in {**spark_conf(settings), **(conf or {})}.items():
+    for key, value in {**spark_conf(settings, _app(app_name)), **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
@@ -77,12 +95,14 @@ def submit_env(settings: Settings | None = None) -> dict[str, str]:
 
 
 def submit_command(script: str, args: list[str], settings: Settings | None = None,
-                   master: str = "local[2]", driver_memory: str = "1g") -> list[str]:
-    """The spark-submit command line for a job in spark_jobs/ (used by the CLI and by benchmarks)."""
+                   master: str | None = None, driver_memory: str = "1g") -> list[str]:
+    """The spark-submit command line for a job in spark_jobs/ (used by the CLI and by benchmarks);
+    the master is the topology's unless given."""
     settings = settings or Settings.from_env()
     cmd = [str(Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "spark-submit"),
-           "--master", master, "--driver-memory", driver_memory, "--jars", ",".join(connector_jars())]
-    for key, value in spark_conf(settings).items():
+           "--master", master or default_master(), "--driver-memory", driver_memory,
+           "--jars", ",".join(connector_jars())]
+    for key, value in spark_conf(settings, _app(script)).items():
         if key != "spark.jars":
             cmd += ["--conf", f"{key}={value}"]
     return cmd + [str(REPO_ROOT / "spark_jobs" / script), *args]
