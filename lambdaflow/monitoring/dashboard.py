@@ -5,7 +5,8 @@ everything else lives here, so that it can be tested without Airflow:
 
 - **Gathering** (:class:`Gatherer`) builds one summary document from independent sources: the lag now
   (:func:`lambdaflow.lag.monitor` with ``record=False``, so the dashboard never writes), the stored lag
-  samples (:func:`lambdaflow.lag.history`), the landing zone's offset-range manifests, the batch
+  samples (:func:`lambdaflow.lag.history`), the streaming query's recorded micro-batch progress
+  (:func:`lambdaflow.monitoring.stream_progress.history`), the landing zone's offset-range manifests, the batch
   layer's state (:func:`lambdaflow.batch.state`, used defensively), the alert log
   (:mod:`lambdaflow.monitoring.alerts`) and the DAGs' last runs (given by the plugin, which can read
   Airflow's metadata DB). Each source fails on its own: a section is ``{"ok": true, "data": ...}`` or
@@ -17,7 +18,8 @@ everything else lives here, so that it can be tested without Airflow:
   no JavaScript and nothing is loaded from elsewhere (the machines may be offline); the page reloads
   itself every minute.
 - **The app** (:func:`create_app`) is a FastAPI app: ``GET /`` is the page (``?hours=`` picks the
-  chart window) and ``GET /api/summary`` returns the same summary as JSON.
+  chart window) and ``GET /api/summary`` returns the same summary as JSON. Both link the ingest's
+  Spark UI (its Structured Streaming tab, :func:`ingest_ui_url`), where the same progress is live.
 
 **Auth.** The plugin passes :func:`lambdaflow.monitoring.auth.airflow_login_required`: Airflow's own
 auth manager checks the Bearer token or the UI session cookie on every route; without one the
@@ -38,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import statistics
 import threading
 import time
@@ -61,13 +64,13 @@ from lambdaflow.errors import UserError, is_user_error
 log = logging.getLogger(__name__)
 
 KNOWN_DAGS = ("weblogs_producer", "weblogs_ingest", "weblogs_lag_monitor", "weblogs_batch")
-SECTIONS = ("lag", "lag_history", "landing", "batch", "alerts", "dags")
+SECTIONS = ("lag", "lag_history", "stream", "landing", "batch", "alerts", "dags")
 HOUR_MS = 3_600_000
 DEFAULT_HOURS = 6.0
 MAX_HOURS = 24.0 * 7  # the lag history's default retention
 HOUR_CHOICES = {1: "1 h", 6: "6 h", 24: "24 h", 168: "7 days"}
 SOURCE_TIMEOUT_S = 20.0  # a request waits at most this long for its sources
-SOURCE_THREADS = 6  # one pool for all requests
+SOURCE_THREADS = 7  # one pool for all requests (a thread per section)
 MAX_PENDING = 12  # source calls in flight at once, at most
 CACHE_S = 5.0  # a section's figures are reused for this long
 RECENT_ALERTS = 20
@@ -75,6 +78,10 @@ MANIFEST_READS_PER_REQUEST = 2000
 RECENT_BATCH_HOURS = 6
 LANDING_CHART_HOURS = 24
 MAX_CHART_POINTS = 360
+# micro-batch progress records read per request: a 1 s trigger records 3,600 an hour (a busy day's
+# file is ~45 MB); the newest win, so a long window reads one or two day files, not seven; the chart
+# shows at most MAX_CHART_POINTS per series (each bucket's peak)
+MAX_STREAM_RECORDS = 25_000
 MAX_MARKERS = 120
 REFRESH_S = 60
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -109,6 +116,55 @@ def lag_history(settings: Settings, hours: float) -> dict[str, Any]:
     from lambdaflow import lag
 
     return lag_series(lag.history(settings, hours=hours))
+
+
+def stream_history(settings: Settings, hours: float) -> dict[str, Any]:
+    """The micro-batches recorded by the ingest's ``StreamingQueryListener`` in the last ``hours``,
+    as chart series plus the latest batch's source offsets (see :func:`stream_series`)."""
+    from lambdaflow.monitoring import stream_progress
+
+    with _webhdfs_reachable(settings):
+        records = stream_progress.history(settings, hours=hours, limit=MAX_STREAM_RECORDS)
+    # at the limit, older batches of the window were left unread: the page says so
+    return {**stream_series(records), "truncated": len(records) >= MAX_STREAM_RECORDS}
+
+
+def ingest_ui_url(request_host: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The ingest's Spark UI, Structured Streaming tab: ``LAMBDAFLOW_INGEST_UI_URL`` when set (the UI's
+    base URL, or the tab's), else ``http://<host the page was asked on>:<port>/StreamingQuery/`` (port
+    ``LAMBDAFLOW_INGEST_UI_PORT``, default 4040, as the ingest's ``spark.ui.port``).
+
+    The driver's UI runs beside the ingest on the same machine as the services, so the host a browser
+    used to reach Airflow normally reaches it too; behind a proxy or on another host, set the URL.
+    """
+    environ = os.environ if environ is None else environ
+    override = (environ.get("LAMBDAFLOW_INGEST_UI_URL") or "").strip().rstrip("/")
+    if override:
+        return override + "/" if override.endswith("/StreamingQuery") else override + "/StreamingQuery/"
+    port = _ingest_ui_port(environ)
+    host = request_host or "localhost"
+    if ":" in host and not host.startswith("["):  # an IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{port}/StreamingQuery/"
+
+
+def _ingest_ui_port(environ: Mapping[str, str]) -> int:
+    """``LAMBDAFLOW_INGEST_UI_PORT`` as the ingest reads it; a value that is no port gives the default
+    (a link, not worth a failed page)."""
+    from lambdaflow.monitoring import stream_progress
+
+    try:
+        port = int(environ.get("LAMBDAFLOW_INGEST_UI_PORT") or stream_progress.DEFAULT_UI_PORT)
+    except ValueError:
+        return stream_progress.DEFAULT_UI_PORT
+    return port if 0 < port < 65536 else stream_progress.DEFAULT_UI_PORT
+
+
+def ingest_ui(request_host: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The link to the ingest's Spark UI and the port it is documented on (for the page and the JSON)."""
+    environ = os.environ if environ is None else environ
+    return {"url": ingest_ui_url(request_host, environ), "port": _ingest_ui_port(environ),
+            "overridden": bool((environ.get("LAMBDAFLOW_INGEST_UI_URL") or "").strip())}
 
 
 class ManifestCache:
@@ -198,6 +254,7 @@ class Sources:
 
     lag: Callable[[Settings], dict[str, Any]] = lag_now
     lag_history: Callable[[Settings, float], dict[str, Any]] = lag_history
+    stream: Callable[[Settings, float], dict[str, Any]] = stream_history
     landing: Callable[[Settings], dict[str, Any]] = field(default_factory=lambda: ManifestCache().totals)
     batch: Callable[[Settings], dict[str, Any]] = batch_state
     dags: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
@@ -218,7 +275,8 @@ class Gatherer:
 
     - One pool of ``threads`` threads for every source call, shared by all requests (no pool per request).
     - A section's result (or error) is cached for ``cache_s`` seconds, per source and settings (and
-      chart window, for the lag history): a reload loop reads Kafka and HDFS once per ``cache_s``.
+      chart window, for the lag history and the stream progress): a reload loop reads Kafka and HDFS
+      once per ``cache_s``.
     - At most one call per section key is in flight: a request finding one running waits for it
       (up to ``timeout_s``) instead of starting another, so a hung source holds one thread, not one
       per request; with more than ``max_pending`` calls in flight, new keys answer "busy".
@@ -239,6 +297,7 @@ class Gatherer:
         return {
             "lag": (("lag", settings), lambda: s.lag(settings)),
             "lag_history": (("lag_history", settings, hours), lambda: s.lag_history(settings, hours)),
+            "stream": (("stream", settings, hours), lambda: s.stream(settings, hours)),
             "landing": (("landing", settings), lambda: s.landing(settings)),
             "batch": (("batch", settings), lambda: s.batch(settings)),
             "alerts": (("alerts", settings), lambda: s.alerts(settings) if s.alerts else []),
@@ -354,6 +413,56 @@ def lag_series(samples: Sequence[Mapping[str, Any]], max_points: int = MAX_CHART
         "seconds": {k: downsample_max(v, max_points) for k, v in seconds.items()},
         "statuses": dict(statuses),
     }
+
+
+def stream_series(records: Sequence[Mapping[str, Any]], max_points: int = MAX_CHART_POINTS) -> dict[str, Any]:
+    """Chart series from micro-batch progress records (:func:`stream_progress.progress_record`, oldest
+    first): ``[at, value]`` points, each series thinned to ``max_points`` (each bucket's peak).
+
+    ``rates`` holds the ``input`` and ``processed`` rows per second, ``duration_s`` the batch duration
+    in seconds, ``rows`` the rows per batch; ``latest`` is the newest batch with its source offsets per
+    partition (``start``, ``end``, ``latest`` and ``behind`` = latest - end: records Kafka held beyond
+    what the batch read).
+    """
+    rates: dict[str, list[list[float]]] = {"input": [], "processed": []}
+    duration: list[list[float]] = []
+    rows: list[list[float]] = []
+    for r in records:
+        t = r["at"]
+        rates["input"].append([t, float(r.get("input_rows_per_s") or 0.0)])
+        rates["processed"].append([t, float(r.get("processed_rows_per_s") or 0.0)])
+        duration.append([t, int(r.get("batch_duration_ms") or 0) / 1000])
+        rows.append([t, int(r.get("rows") or 0)])
+    latest = dict(records[-1]) if records else None
+    if latest is not None:
+        latest["offsets"] = source_offsets(latest)
+        parts = (latest.get("durations_ms") or {}).items()
+        latest["durations_ms"] = dict(sorted(parts, key=lambda kv: (-kv[1], kv[0])))  # the costliest first
+    return {
+        "batches": len(records),
+        "rows_total": sum(int(r.get("rows") or 0) for r in records),
+        "first_at": records[0]["at"] if records else None,
+        "last_at": records[-1]["at"] if records else None,
+        "runs": len({r.get("run_id") for r in records if r.get("run_id")}),
+        "rates": {k: downsample_max(v, max_points) for k, v in rates.items() if v},
+        "duration_s": {"batch duration": downsample_max(duration, max_points)} if duration else {},
+        "rows": {"rows per batch": downsample_max(rows, max_points)} if rows else {},
+        "latest": latest,
+    }
+
+
+def source_offsets(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per partition of a progress record's Kafka source offsets (partitions in number order)."""
+    kinds = {k: record.get(f"{k}_offsets") or {} for k in ("start", "end", "latest")}
+    partitions = sorted({str(p) for offsets in kinds.values() for p in offsets},
+                        key=lambda p: (0, int(p), p) if p.isdigit() else (1, 0, p))
+    table = []
+    for p in partitions:
+        row = {"partition": p, **{k: offsets.get(p) for k, offsets in kinds.items()}}
+        row["rows"] = None if row["start"] is None or row["end"] is None else row["end"] - row["start"]
+        row["behind"] = None if row["latest"] is None or row["end"] is None else max(0, row["latest"] - row["end"])
+        table.append(row)
+    return table
 
 
 def manifest_figures(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -634,6 +743,17 @@ def render_lag_history(history: Mapping[str, Any], hours: float, now_ms: float) 
     return _macro("sections.html", "lag_history")(history, float(hours), records, seconds)
 
 
+def render_stream(progress: Mapping[str, Any], hours: float, now_ms: float) -> str:
+    """The micro-batches' rates, durations and sizes on the lag charts' time axis, and the newest
+    batch's source offsets."""
+    window = (now_ms - hours * HOUR_MS, now_ms)
+    rates = line_chart(progress.get("rates", {}), title="Input and processing rate per micro-batch", unit="rows/s",
+                       x_range=window)
+    duration = line_chart(progress.get("duration_s", {}), title="Micro-batch duration", unit="seconds", x_range=window)
+    rows = line_chart(progress.get("rows", {}), title="Rows per micro-batch", unit="rows", integer=True, x_range=window)
+    return _macro("sections.html", "stream")(progress, float(hours), now_ms, rates, duration, rows)
+
+
 def render_landing(totals: Mapping[str, Any], now_ms: float) -> str:
     chart = bar_chart(totals.get("recent_hours") or [], title="Landed rows per event hour (latest hours)", unit="rows")
     return _macro("sections.html", "landing")(totals, now_ms, chart)
@@ -653,18 +773,26 @@ def render_alerts(entries: Sequence[Mapping[str, Any]], now_ms: float) -> str:
     return _macro("sections.html", "alerts")(entries, now_ms, SEVERITY_CLASS)
 
 
-SECTION_TITLES = {"lag": "Ingest lag now", "lag_history": "Lag over time", "landing": "Landing zone (master dataset)",
+SECTION_TITLES = {"lag": "Ingest lag now", "lag_history": "Lag over time",
+                  "stream": "Stream progress (micro-batches)", "landing": "Landing zone (master dataset)",
                   "batch": "Batch layer", "alerts": "Recent alerts", "dags": "Airflow DAGs"}
 
 
-def render_page(summary: Mapping[str, Any], base_path: str = "/lambdaflow", airflow_base: str = "") -> str:
-    """The whole page: every section with its content, or its error box when its source failed."""
+def render_page(summary: Mapping[str, Any], base_path: str = "/lambdaflow", airflow_base: str = "",
+                spark_ui: Mapping[str, Any] | None = None) -> str:
+    """The whole page: every section with its content, or its error box when its source failed.
+
+    ``spark_ui`` is :func:`ingest_ui` (by default for ``localhost``): linked in the header and above
+    the stream progress, whether or not its history could be read.
+    """
+    spark_ui = spark_ui or ingest_ui()
     now = summary.get("generated_at") or int(time.time() * 1000)
     hours = summary.get("window_hours", DEFAULT_HOURS)
     sections = summary.get("sections", {})
     renderers: dict[str, Callable[[Any], str]] = {
         "lag": lambda d: render_lag(d, now),
         "lag_history": lambda d: render_lag_history(d, hours, now),
+        "stream": lambda d: render_stream(d, hours, now),
         "landing": lambda d: render_landing(d, now),
         "batch": render_batch,
         "alerts": lambda d: render_alerts(d, now),
@@ -681,7 +809,7 @@ def render_page(summary: Mapping[str, Any], base_path: str = "/lambdaflow", airf
         rendered.append({"name": name, "title": title, "body": markupsafe.Markup(body)})
     return _TEMPLATES.get_template("page.html").render(
         summary=summary, sections=rendered, now=now, hours=hours, base_path=base_path, airflow_base=airflow_base,
-        hour_choices=list(HOUR_CHOICES.items()), refresh_s=REFRESH_S, cache_s=CACHE_S)
+        spark_ui=spark_ui, hour_choices=list(HOUR_CHOICES.items()), refresh_s=REFRESH_S, cache_s=CACHE_S)
 
 
 # ==================================================================================== the app
@@ -725,10 +853,12 @@ def create_app(sources: Sources | None = None,
         summary = gatherer.gather(settings_factory(), parse_hours(hours))
         base_path = request.scope.get("root_path", "").rstrip("/")
         airflow_base = base_path.rsplit("/", 1)[0] if base_path else ""
-        return HTMLResponse(render_page(summary, base_path=base_path, airflow_base=airflow_base), headers=no_store)
+        return HTMLResponse(render_page(summary, base_path=base_path, airflow_base=airflow_base,
+                                        spark_ui=ingest_ui(request.url.hostname)), headers=no_store)
 
     @app.api_route("/api/summary", methods=["GET", "HEAD"])
-    def summary(hours: str | None = None) -> JSONResponse:
-        return JSONResponse(gatherer.gather(settings_factory(), parse_hours(hours)), headers=no_store)
+    def summary(request: Request, hours: str | None = None) -> JSONResponse:
+        body = {**gatherer.gather(settings_factory(), parse_hours(hours)), "ingest_ui": ingest_ui(request.url.hostname)}
+        return JSONResponse(body, headers=no_store)
 
     return app

@@ -25,6 +25,13 @@ T0 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR
 MINUTE = 60_000
 
 
+@pytest.fixture(autouse=True)
+def default_spark_ui(monkeypatch) -> None:
+    """The Spark UI link as it is by default (the tests below set these themselves where they matter)."""
+    monkeypatch.delenv("LAMBDAFLOW_INGEST_UI_URL", raising=False)
+    monkeypatch.delenv("LAMBDAFLOW_INGEST_UI_PORT", raising=False)
+
+
 def sample(minute: int, lags: list[int], seconds: list[float | None] | None = None, status: str = "OK") -> dict:
     seconds = seconds or [None] * len(lags)
     return {"sampled_at": T0 + minute * MINUTE, "status": status, "partitions": [
@@ -61,6 +68,23 @@ MANIFESTS = [
 ]
 
 
+def progress(second: int, rows: int, input_rate: float, processed_rate: float, duration_ms: int, batch_id: int = 0,
+             start: dict | None = None, end: dict | None = None, latest: dict | None = None, run_id: str = "run-1") -> dict:
+    """A record as ``stream_progress.progress_record`` makes it (``at`` = T0 + ``second`` s)."""
+    return {"at": T0 + second * 1000, "batch_id": batch_id, "rows": rows, "input_rows_per_s": input_rate,
+            "processed_rows_per_s": processed_rate, "batch_duration_ms": duration_ms,
+            "durations_ms": {"addBatch": duration_ms - 100, "triggerExecution": duration_ms, "walCommit": 40},
+            "start_offsets": start, "end_offsets": end, "latest_offsets": latest, "run_id": run_id}
+
+
+PROGRESS = [
+    progress(-600, 400, 100.0, 500.0, 800, 7, {"0": 0, "1": 0}, {"0": 200, "1": 200}, {"0": 200, "1": 200}),
+    progress(-300, 1200, 300.0, 600.0, 2000, 8, {"0": 200, "1": 200}, {"0": 800, "1": 800}, {"0": 900, "1": 800}),
+    progress(-60, 600, 200.0, 1500.0, 400, 9, {"0": 800, "1": 800, "2": 0}, {"0": 1100, "1": 1100, "2": 0},
+             {"0": 1150, "1": 1100, "2": 0}, run_id="run-2"),
+]
+
+
 ALERT = {"at": T0 - 5 * MINUTE, "kind": "lag_status", "severity": "error", "title": "ingest lag STOP (was OK)",
          "text": "partition 1: STOP (<no batch for 400 s>)", "delivered": True}
 
@@ -74,6 +98,7 @@ def full_summary(**overrides) -> dict:
         "lag": ok(LAG_REPORT),
         "lag_history": ok(d.lag_series([sample(-30, [5, 20, 0], [1.0, 2.0, 0.0]), sample(-20, [3, 60, 0], [0.5, 6.0, 0.0]),
                                          sample(-10, [0, 130, 0], [0.0, 12.5, 0.0])])),
+        "stream": ok(d.stream_series(PROGRESS)),
         "landing": ok(d.landing_totals(MANIFESTS)),
         "batch": ok(d.batch_figures({"version": 2, "hours": [T0, T0 + HOUR], "watermark": T0 + HOUR},
                                     [{"timestamp_hour": T0 + HOUR, "landed_rows": 40, "recomputed_at": "x"}])),
@@ -226,15 +251,18 @@ def test_page_shows_every_section() -> None:
     assert html.startswith("<!doctype html>") and 'class="error"' not in html
     assert html.count('<span class="partition">') == 3
     assert 'badge warn">WARN<' in html and "group_behind" in html and "12.5" in html
-    assert html.count("<svg") == 3  # lag in records, lag in seconds, landed rows per hour
+    # lag in records, lag in seconds, stream rates, batch duration, rows per batch, landed rows per hour
+    assert html.count("<svg") == 6
     assert "1,000" in html and "110" in html and "unparseable" in html and "not recorded by the ingest" in html
     assert "Batch watermark" in html
     assert d.fmt_hour(T0 + HOUR) in html and d.fmt_hour(T0 + 2 * HOUR) in html  # watermark, exact until
     for dag_id in d.KNOWN_DAGS:
         assert f'href="/dags/{dag_id}"' in html
     assert 'href="/lambdaflow/api/summary?hours=1.0"' in html
-    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "") \
-        .replace("http://localhost:9870", "")  # nothing loaded from elsewhere
+    # nothing loaded from elsewhere: the only other URLs are the WebHDFS address shown and a link to the Spark UI
+    assert "<script" not in html and " src=" not in html and "@import" not in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "").replace("http://localhost:9870", "") \
+        .replace('href="http://localhost:4040/StreamingQuery/"', "")
 
 
 def test_failed_sources_show_error_boxes_and_the_rest_still_renders() -> None:
@@ -244,7 +272,7 @@ def test_failed_sources_show_error_boxes_and_the_rest_still_renders() -> None:
     assert boxes == [("Ingest lag now unavailable", "cannot reach Kafka at localhost:9092 &lt;refused&gt;"),
                      ("Landing zone (master dataset) unavailable", "cannot reach WebHDFS")]
     assert "<refused>" not in html
-    assert "Batch watermark" in html and html.count("<svg") == 2
+    assert "Batch watermark" in html and html.count("<svg") == 5
 
 
 def test_a_section_with_an_odd_shape_becomes_an_error_box() -> None:
@@ -274,6 +302,8 @@ def fake_sources(**overrides) -> d.Sources:
     values = dict(lag=lambda s: LAG_REPORT,
                   lag_history=lambda s, h: d.lag_series([sample(now_minute - 2, [1, 2, 3], [0.5, 1.0, 1.5]),
                                                          sample(now_minute - 1, [0, 2, 1], [0.0, 1.0, 0.5])]),
+                  stream=lambda s, h: d.stream_series([{**r, "at": r["at"] + now_minute * MINUTE}
+                                                       for r in PROGRESS]),
                   landing=lambda s: d.landing_totals(MANIFESTS),
                   batch=lambda s: d.batch_figures({"version": 1, "hours": [], "watermark": None}),
                   dags=lambda: {"weblogs_ingest": {"is_paused": False}},
@@ -383,7 +413,7 @@ def test_app_serves_the_page_and_the_summary_even_when_kafka_is_down() -> None:
     assert page.headers["cache-control"] == "no-store"
     assert "Ingest lag now unavailable" in page.text and "cannot reach Kafka at localhost:9092" in page.text
     assert 'href="/lambdaflow/api/summary?hours=24.0"' in page.text and 'href="/dags/weblogs_batch"' in page.text
-    assert page.text.count("<svg") == 3
+    assert page.text.count("<svg") == 6
     summary = client.get("/api/summary")
     assert summary.status_code == 200
     body = summary.json()
@@ -398,13 +428,16 @@ def test_real_sources_with_kafka_and_hdfs_down_give_error_boxes_not_a_500() -> N
     page = client.get("/")
     assert page.status_code == 200
     assert time.monotonic() - started < 20
-    for title in ("Ingest lag now", "Lag over time", "Landing zone (master dataset)", "Batch layer", "Recent alerts"):
+    for title in ("Ingest lag now", "Lag over time", "Stream progress (micro-batches)", "Landing zone (master dataset)",
+                  "Batch layer", "Recent alerts"):
         assert f"{title} unavailable" in page.text
     assert "cannot reach Kafka at 127.0.0.1:9" in page.text
     assert "cannot reach WebHDFS at http://127.0.0.1:9" in page.text
     assert 'href="/dags/weblogs_ingest"' in page.text  # the DAG links stay
     sections = client.get("/api/summary").json()["sections"]
-    assert [name for name, s in sections.items() if not s["ok"]] == ["lag", "lag_history", "landing", "batch", "alerts"]
+    assert [name for name, s in sections.items() if not s["ok"]] == ["lag", "lag_history", "stream", "landing", "batch",
+                                                                     "alerts"]
+    assert 'href="http://testserver:4040/StreamingQuery/"' in page.text  # the Spark UI link stays too
 
 
 # -- bounded work, escaping, the login check ---------------------------------------------------------------
@@ -486,3 +519,170 @@ def test_without_credentials_api_clients_get_401_and_browsers_go_to_the_login_pa
     from urllib.parse import parse_qs, urlparse
     assert parse_qs(urlparse(location).query)["next"] == [f"http://localhost:8080/lambdaflow{path}?hours=1"]
     assert client.get(path, headers={"Authorization": "Bearer good"}).status_code == 200
+
+
+# -- stream progress (the ingest's StreamingQueryListener records) and the Spark UI link -------------------
+
+def test_stream_series_from_progress_records() -> None:
+    series = d.stream_series(PROGRESS)
+    at = [r["at"] for r in PROGRESS]
+    assert series["rates"] == {"input": [[at[0], 100.0], [at[1], 300.0], [at[2], 200.0]],
+                               "processed": [[at[0], 500.0], [at[1], 600.0], [at[2], 1500.0]]}
+    assert series["duration_s"] == {"batch duration": [[at[0], 0.8], [at[1], 2.0], [at[2], 0.4]]}
+    assert series["rows"] == {"rows per batch": [[at[0], 400], [at[1], 1200], [at[2], 600]]}
+    assert (series["batches"], series["rows_total"], series["runs"]) == (3, 2200, 2)
+    assert (series["first_at"], series["last_at"]) == (at[0], at[2])
+    latest = series["latest"]
+    assert latest["batch_id"] == 9 and latest["rows"] == 600
+    assert list(latest["durations_ms"]) == ["triggerExecution", "addBatch", "walCommit"]  # largest first
+    assert latest["offsets"] == [
+        {"partition": "0", "start": 800, "end": 1100, "latest": 1150, "rows": 300, "behind": 50},
+        {"partition": "1", "start": 800, "end": 1100, "latest": 1100, "rows": 300, "behind": 0},
+        {"partition": "2", "start": 0, "end": 0, "latest": 0, "rows": 0, "behind": 0}]
+    json.dumps(series, allow_nan=False)
+    empty = d.stream_series([])
+    assert empty["batches"] == 0 and empty["latest"] is None and empty["rates"] == {} and empty["rows"] == {}
+
+
+def test_source_offsets_in_partition_order_and_unknowns_stay_unknown() -> None:
+    record = {"start_offsets": {"10": 5, "2": 1}, "end_offsets": {"10": 9, "2": 4}, "latest_offsets": None}
+    rows = d.source_offsets(record)
+    assert [r["partition"] for r in rows] == ["2", "10"]  # numbers, not text, order partitions
+    assert rows[1] == {"partition": "10", "start": 5, "end": 9, "latest": None, "rows": 4, "behind": None}
+    assert d.source_offsets({"start_offsets": None, "end_offsets": None, "latest_offsets": None}) == []
+
+
+def test_stream_series_of_a_day_of_one_second_batches_stays_bounded_and_keeps_the_peaks() -> None:
+    records = [progress(i, 10, 10.0, 50.0, 900) for i in range(86_400)]
+    records[40_000] = progress(40_000, 9_999, 10.0, 50.0, 45_000)  # one slow, large batch
+    series = d.stream_series(records)
+    for group in ("rates", "duration_s", "rows"):
+        for name, points in series[group].items():
+            assert 0 < len(points) <= d.MAX_CHART_POINTS, (group, name)
+    assert max(y for _, y in series["duration_s"]["batch duration"]) == 45.0
+    assert max(y for _, y in series["rows"]["rows per batch"]) == 9_999
+    assert series["batches"] == 86_400 and series["latest"]["at"] == records[-1]["at"]
+    svg = d.render_stream(series, 24.0, T0 + 86_400_000)
+    assert len(svg) < 100_000
+
+
+def stream_section(html: str) -> str:
+    return re.search(r'<section id="stream">(.*?)</section>', html, re.S).group(1)
+
+
+def test_page_charts_the_stream_progress_beside_the_lag_with_the_source_offsets() -> None:
+    html = d.render_page(full_summary())
+    names = re.findall(r'<section id="([a-z_]+)">', html)
+    assert names.index("stream") == names.index("lag_history") + 1  # right under the lag charts
+    section = stream_section(html)
+    charts = {m.group(1): polyline_points(m.group(0))
+              for m in re.finditer(r'<svg[^>]*aria-label="([^"]+)".*?</svg>', section, re.S)}
+    assert set(charts) == {"Input and processing rate per micro-batch", "Micro-batch duration", "Rows per micro-batch"}
+    rates = charts["Input and processing rate per micro-batch"]
+    assert {k: len(v) for k, v in rates.items()} == {"input": 3, "processed": 3}
+    # processed 1,500 rows/s in the last batch is drawn above its input of 200 rows/s (smaller y)
+    assert rates["processed"][2][1] < rates["input"][2][1]
+    duration = charts["Micro-batch duration"]["batch duration"]
+    assert duration[1][1] < duration[0][1] < duration[2][1]  # 2.0 s highest, 0.4 s lowest
+    # the same window as the lag charts: one hour ending at generated_at (T0), so 10 min ago is at 5/6
+    left, width = 64, 760 - 64 - 104
+    assert duration[0][0] == pytest.approx(left + 50 / 60 * width, abs=0.1)
+    offsets = re.findall(r'<tr><td><span class="source-partition">(\d+)</span></td>((?:<td>[^<]*</td>)+)</tr>', section)
+    assert [(p, re.findall(r"<td>([^<]*)</td>", cells)) for p, cells in offsets] == [
+        ("0", ["800", "1,100", "1,150", "300", "50"]), ("1", ["800", "1,100", "1,100", "300", "0"]),
+        ("2", ["0", "0", "0", "0", "0"])]
+    assert "batch <strong>9</strong>" in section and "over 2 runs" in section and 'class="error"' not in section
+
+
+def test_page_links_the_ingest_spark_ui_and_documents_its_port(monkeypatch) -> None:
+    monkeypatch.setenv("LAMBDAFLOW_INGEST_UI_PORT", "4141")
+    html = d.render_page(full_summary(), spark_ui=d.ingest_ui("dash.example"))
+    link = 'href="http://dash.example:4141/StreamingQuery/"'
+    header = re.search(r"<header>(.*?)</header>", html, re.S).group(1)
+    assert link in header and "Structured Streaming" in header
+    section = stream_section(html)
+    assert link in section and "port 4141" in section and "LAMBDAFLOW_INGEST_UI_PORT" in section
+
+
+@pytest.mark.parametrize(("host", "env", "url"), [
+    (None, {}, "http://localhost:4040/StreamingQuery/"),
+    ("airflow.internal", {}, "http://airflow.internal:4040/StreamingQuery/"),
+    ("10.0.0.7", {"LAMBDAFLOW_INGEST_UI_PORT": "4050"}, "http://10.0.0.7:4050/StreamingQuery/"),
+    ("::1", {}, "http://[::1]:4040/StreamingQuery/"),
+    ("airflow.internal", {"LAMBDAFLOW_INGEST_UI_URL": "https://spark.example/ingest/"},
+     "https://spark.example/ingest/StreamingQuery/"),
+    ("airflow.internal", {"LAMBDAFLOW_INGEST_UI_URL": "http://h:4040/StreamingQuery"}, "http://h:4040/StreamingQuery/"),
+    ("h", {"LAMBDAFLOW_INGEST_UI_PORT": "not-a-port"}, "http://h:4040/StreamingQuery/"),  # a link never fails the page
+])
+def test_ingest_ui_url(host, env, url) -> None:
+    assert d.ingest_ui_url(host, env) == url
+
+
+def test_stream_source_failing_shows_an_error_box_and_keeps_the_spark_ui_link() -> None:
+    html = d.render_page(full_summary(stream={"ok": False, "error": "cannot reach WebHDFS at http://127.0.0.1:9 <x>"}))
+    section = stream_section(html)
+    assert re.findall(r'<div class="error" role="alert"><strong>([^<]+)</strong><p>([^<]*)</p></div>', section) == [
+        ("Stream progress (micro-batches) unavailable", "cannot reach WebHDFS at http://127.0.0.1:9 &lt;x&gt;")]
+    assert "<svg" not in section and 'href="http://localhost:4040/StreamingQuery/"' in section
+    assert html.count("<svg") == 3  # the lag and landing charts still render
+
+
+def test_stream_with_no_recorded_batch_says_so() -> None:
+    section = stream_section(d.render_page(full_summary(stream=ok(d.stream_series([])))))
+    assert "No micro-batch recorded in the last 1 h" in section and "<svg" not in section and "error" not in section
+
+
+def test_app_serves_the_stream_section_and_the_spark_ui_link(monkeypatch) -> None:
+    windows = []
+
+    def stream(settings, hours):
+        windows.append(hours)
+        return d.stream_series(PROGRESS)
+
+    gatherer = d.Gatherer(fake_sources(stream=stream), cache_s=60)
+    client = TestClient(d.create_app(gatherer=gatherer, settings_factory=Settings), root_path="/lambdaflow")
+    try:
+        body = client.get("/api/summary", params={"hours": "24"}).json()
+        assert body["sections"]["stream"] == json.loads(json.dumps(ok(d.stream_series(PROGRESS))))
+        assert body["ingest_ui"] == {"url": "http://testserver:4040/StreamingQuery/", "port": 4040, "overridden": False}
+        page = client.get("/", params={"hours": "24"}).text
+        assert 'href="http://testserver:4040/StreamingQuery/"' in page
+        assert stream_section(page).count("<svg") == 0  # T0 records fall outside the window ending now
+        client.get("/", params={"hours": "1"})
+        assert windows == [24.0, 1.0]  # cached per window, like the lag history
+        monkeypatch.setenv("LAMBDAFLOW_INGEST_UI_URL", "http://spark-driver.example:4040")
+        assert client.get("/api/summary").json()["ingest_ui"]["url"] == "http://spark-driver.example:4040/StreamingQuery/"
+    finally:
+        gatherer.close()
+
+
+def test_stream_source_with_webhdfs_down_is_an_error_box_in_the_app() -> None:
+    down = Settings(webhdfs_url="http://127.0.0.1:9")
+    with pytest.raises(d.SourceUnavailable, match=r"cannot reach WebHDFS at http://127.0.0.1:9"):
+        d.stream_history(down, 1.0)
+    client = TestClient(d.create_app(fake_sources(stream=d.stream_history), settings_factory=lambda: down),
+                        root_path="/lambdaflow")
+    summary = client.get("/api/summary").json()
+    assert not summary["sections"]["stream"]["ok"] and "cannot reach WebHDFS" in summary["sections"]["stream"]["error"]
+    assert summary["sections"]["lag"]["ok"]  # the other sources are fakes and still answer
+    assert "Stream progress (micro-batches) unavailable" in client.get("/").text
+
+
+def test_stream_source_reads_the_recorded_history(monkeypatch) -> None:
+    from lambdaflow.monitoring import stream_progress
+
+    asked = {}
+
+    def history(settings, hours=24.0, limit=None):
+        asked.update(hours=hours, limit=limit)
+        return PROGRESS
+
+    monkeypatch.setattr(stream_progress, "history", history)
+    assert d.stream_history(Settings(), 6.0) == {**d.stream_series(PROGRESS), "truncated": False}
+    assert asked == {"hours": 6.0, "limit": d.MAX_STREAM_RECORDS}
+    monkeypatch.setattr(d, "MAX_STREAM_RECORDS", 3)  # a window holding more batches than are read
+    truncated = d.stream_history(Settings(), 6.0)
+    assert truncated["truncated"] and asked["limit"] == 3
+    section = stream_section(d.render_page(full_summary(stream=ok(truncated))))
+    assert f"Only the newest 3 micro-batches of the window are read: the charts start at {d.fmt_time(PROGRESS[0]['at'])}" \
+        in section
