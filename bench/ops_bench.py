@@ -30,8 +30,11 @@ but the newest ``tail`` are folded into roll-ups through ``commit_log.roll_up`` 
 per roll-up), the tail is written as real manifest files; the consumer group gets the landed
 positions, as the ingest commits them. On the large zone, per hour ``partials_per_hour`` real
 per-commit speed partials per view and quarantine files are written, then the real
-``hour_merge.merge_closed_hours`` merges every closed hour, as the ingest does. Landed data files
-are not written: none of the timed operations reads them.
+``hour_merge.merge_closed_hours`` merges every closed hour, as the ingest does. The open hour then
+gets real per-commit files for the commits since the ingest's last merge (it merges every hour, the
+open one too, every ``LAMBDAFLOW_MERGE_EVERY_S`` = 300 s: at 100,000 commits over 48 hours that is
+174 commits, 3 files each). Landed data files are not written: none of the timed operations reads
+them.
 
 At ``--scale small`` the histories are 1,000 and 10,000 commits; the keys keep their names and
 ``details`` gives the sizes. Standalone: ``.venv/bin/python -m bench --only ops``.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import statistics
@@ -61,6 +65,7 @@ KEYS = (*(f"ops.{op}_s_at_{size}" for op in OPERATIONS for size in ("1k", "100k"
 HOUR_MS = 3_600_000
 ALLOWED_LATENESS_S = 60.0  # the weblogs_batch DAG's default
 MERGE_THREADS = 4
+MERGE_EVERY_S = float(os.environ.get("LAMBDAFLOW_MERGE_EVERY_S") or 300)  # the ingest's merge interval
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +200,18 @@ def build_history(spark, fs, settings: Settings, commits: int, scale: Scale, now
                              f"({time.monotonic() - started:.0f}s)")
         out["hours_merged"] = merged
         out["merge_seconds"] = round(time.monotonic() - started, 1)
+        # The open hour: the ingest merges every hour, the open one too, every LAMBDAFLOW_MERGE_EVERY_S
+        # (300 s), so at most the commits of the last interval are still one file each (per view and
+        # quarantine). Write that many, as real files, for the newest hour.
+        open_hour = max(history.keys_by_hour)
+        per_hour = commits / scale.hours
+        since_merge = math.ceil(per_hour * MERGE_EVERY_S / 3600)
+        started = time.monotonic()
+        out["open_hour_commits_since_merge"] = since_merge
+        out["open_hour_files_written"] = synthetic.write_hour_partials(
+            spark, fs, settings, {open_hour: history.keys_by_hour[open_hour]}, per_hour=since_merge,
+            progress=lambda m: progress(f"{commits:,}: open hour: {m}"))
+        out["open_hour_seconds"] = round(time.monotonic() - started, 1)
     return out
 
 

@@ -76,7 +76,7 @@ class LandingCommitter:
         self.unrolled: dict[str, dict] = {}
         self.rollup_every = settings.rollup_every
         self.tail_at_start = 0  # manifests left unrolled by earlier runs (an ingest restarted often)
-        self._merged_hour: int | None = None  # the wall-clock hour of the last merge of closed hours
+        self._merged_at: int | None = None  # when the last hour merge started (epoch ms)
         self._merging: threading.Thread | None = None
 
     # -- recovery ---------------------------------------------------------------------------
@@ -221,19 +221,23 @@ class LandingCommitter:
         self.unrolled.clear()
         self.tail_at_start = 0
         log.info("rolled up %d commit(s) of the landing zone's log in %.2fs", rolled, time.monotonic() - started)
-        self._merge_closed_hours()
+        self._merge_hours()
 
-    def _merge_closed_hours(self) -> None:
-        """Once per wall-clock hour (checked after each roll-up; none with ``LAMBDAFLOW_ROLLUP_EVERY=0``):
-        merge each closed hour's speed partials and quarantine files (one small file per micro-batch)
-        into one (:mod:`lambdaflow.storage.hour_merge`). The ingest
-        is those directories' writer, so it starts it; the maintenance DAG does it when the ingest is
-        down (a per-hour lock keeps the two apart). It runs in a background thread, as Spark jobs of
-        its own: an hour of 3,600 files per view takes about a minute, which must not hold the stream."""
-        hour = _now_ms() // 3_600_000
-        if hour == self._merged_hour or (self._merging is not None and self._merging.is_alive()):
+    def _merge_hours(self) -> None:
+        """Every ``LAMBDAFLOW_MERGE_EVERY_S`` (default 300 s; checked after each roll-up, so none with
+        ``LAMBDAFLOW_ROLLUP_EVERY=0``): merge the speed partials and quarantine files (one small file
+        per micro-batch) of every hour, the open one included, into one per hour
+        (:mod:`lambdaflow.storage.hour_merge`), so an hour directory holds the files of the last few
+        minutes' commits plus one, however long the hour. The ingest is those directories' writer,
+        so it starts it: files it adds during a merge are not the merge's inputs. The maintenance
+        DAG does it when the ingest is down (a per-hour lock keeps the two apart). It runs in a
+        background thread, as Spark jobs of its own (13-17 ms per file here), never holding the stream."""
+        now = _now_ms()
+        every_ms = float(os.environ.get("LAMBDAFLOW_MERGE_EVERY_S") or 300) * 1000
+        if (self._merged_at is not None and now - self._merged_at < every_ms) or (
+                self._merging is not None and self._merging.is_alive()):
             return
-        self._merged_hour = hour
+        self._merged_at = now
         self._merging = threading.Thread(target=self._run_merges, name="lambdaflow-hour-merges", daemon=True)
         self._merging.start()
 
@@ -242,11 +246,12 @@ class LandingCommitter:
 
         started = time.monotonic()
         try:
-            maintenance.merge_hours(self.settings, _now_ms(), log=log.info, spark=self.spark)
+            # "before" the next hour: every hour up to the open one is merged
+            maintenance.merge_hours(self.settings, _now_ms() + 3_600_000, log=log.info, spark=self.spark)
         except Exception as exc:  # bookkeeping: never fails the stream; the next hour (or the DAG) retries
-            log.warning("merging closed hours failed (retried next hour): %s", str(exc).splitlines()[0][:300])
+            log.warning("merging hours failed (retried at the next merge): %s", str(exc).splitlines()[0][:300])
         else:
-            log.info("merged closed hours in %.2fs", time.monotonic() - started)
+            log.info("merged hours in %.2fs", time.monotonic() - started)
 
     def _commit_manifest(self, key: str, manifest: dict) -> None:
         """Make the manifest visible: through the lock's fenced commit point (fails once taken over)."""
