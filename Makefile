@@ -12,6 +12,7 @@ help:
 	@echo "make demo    set up everything and run the whole pipeline through Airflow"
 	@echo "make test    run the whole test suite against real services (started as needed)"
 	@echo "make up | down | status    the local deployment (Kafka, HDFS, PostgreSQL, Airflow)"
+	@echo "make up TOPOLOGY=cluster   3 Kafka brokers, NameNode + 2 DataNodes, Spark master + 2 workers"
 	@echo "make clean   stop everything and delete .run/ (data of Kafka, HDFS and Airflow's PostgreSQL, logs)"
 	@echo "make bench   benchmarks -> bench/results/latest.json"
 
@@ -26,14 +27,19 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 jars: venv
 	$(BIN)/python -c "from lambdaflow.stack import jars; jars.resolve_all()"
 
+# TOPOLOGY=cluster: 3 brokers, NameNode + 2 DataNodes, Spark master + 2 workers (lambdaflow.stack.cluster).
+# `make down` without TOPOLOGY stops every topology's processes; with it, only that topology's.
+TOPOLOGY ?=
+TOPOLOGY_ARG = $(if $(TOPOLOGY),--topology $(TOPOLOGY))
+
 up: jars
-	$(LF) up
+	$(LF) up $(TOPOLOGY_ARG)
 
 down:
-	@if [ -x $(LF) ]; then $(LF) down; else echo "nothing to stop (no virtualenv)"; fi
+	@if [ -x $(LF) ]; then $(LF) down $(TOPOLOGY_ARG); else echo "nothing to stop (no virtualenv)"; fi
 
 status: venv
-	$(LF) status
+	$(LF) status $(TOPOLOGY_ARG)
 
 # Unit tests, DAG tests (including `airflow dags test` of every DAG) and integration tests
 # against the real Kafka, HDFS and Spark; a skipped test fails the run (see tests/conftest.py).

@@ -34,6 +34,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _add_stack_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name in ("up", "down", "status"):
+        from lambdaflow.stack.topology import ALIASES, TOPOLOGIES
+
+        parser.add_argument("--topology", choices=[*TOPOLOGIES, *ALIASES], help={
+            "up": "local (default) or cluster (3 brokers, 2 DataNodes, Spark master + 2 workers); "
+                  "remembered in .run/topology for later commands (env LAMBDAFLOW_TOPOLOGY wins)",
+            "down": "stop only this topology's processes (default: every topology's)",
+            "status": "this topology (default: env LAMBDAFLOW_TOPOLOGY, else the one `up` chose)"}[name])
     if name in ("up", "down"):
         parser.add_argument("--services", nargs="+", help="only these services (default: all)")
     elif name == "status":
@@ -49,6 +57,12 @@ def _add_stack_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 def _run_stack(args: argparse.Namespace) -> int:
     from lambdaflow import stack
 
+    if args.command in ("up", "down", "status"):
+        from lambdaflow.stack import cluster
+
+        code = cluster.run_command(args)  # the cluster topology's part; None: the local stack's turn
+        if code is not None:
+            return code
     if args.command == "up":
         stack.up(services=args.services)
         document = stack.status()
@@ -122,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_stack(argparse.Namespace(command="db-shell", args=argv[1:]))
     args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
     module_name = COMMANDS[args.command][0]
+    if module_name != __name__:  # jobs follow the topology `up --topology` chose (lambdaflow.spark reads the env)
+        from lambdaflow.config import topology_name
+
+        os.environ.setdefault("LAMBDAFLOW_TOPOLOGY", topology_name())
     try:
         if module_name == __name__:
             return _run_stack(args)

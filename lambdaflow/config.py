@@ -19,6 +19,32 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+# The topology commands address (lambdaflow.stack.topology): env LAMBDAFLOW_TOPOLOGY, else the one the
+# last `lambdaflow up --topology` chose, remembered in this file, else "local".
+TOPOLOGY_FILE = Path(os.environ.get("LAMBDAFLOW_RUN_DIR", REPO_ROOT / ".run")) / "topology"
+
+
+def topology_name() -> str:
+    name = _env("LAMBDAFLOW_TOPOLOGY", "")
+    if not name:
+        try:
+            name = TOPOLOGY_FILE.read_text().strip()
+        except OSError:
+            name = ""
+    return name or "local"
+
+
+def _topology_addresses() -> tuple[str, str, str] | None:
+    """(Kafka bootstrap, HDFS URL, WebHDFS URL) of a topology other than the local one, else None
+    (the local deployment's ports, which `KAFKA_PORT` etc. can move)."""
+    if topology_name() in ("local", "single"):
+        return None
+    from lambdaflow.stack.topology import topology
+
+    topo = topology(topology_name())
+    return topo.kafka_bootstrap(), topo.hdfs_url(), topo.webhdfs_url()
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "localhost:9092"
@@ -33,13 +59,24 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        """Addresses default to the local deployment's ports (which `KAFKA_PORT` etc. can move)."""
+        """Addresses default to the chosen topology's (``topology_name()``): for the local one its
+        ports, which `KAFKA_PORT` etc. can move. KAFKA_BOOTSTRAP, HDFS_URL, WEBHDFS_URL win over both."""
+        cluster = _topology_addresses()
+        if cluster:
+            kafka, hdfs_url, webhdfs_url = cluster
+            return cls._from_env(kafka, hdfs_url, webhdfs_url)
+        return cls._from_env(f"localhost:{_env('KAFKA_PORT', '9092')}",
+                                 f"hdfs://localhost:{_env('HDFS_NAMENODE_PORT', '8020')}",
+                                 f"http://localhost:{_env('HDFS_HTTP_PORT', '9870')}")
+
+    @classmethod
+    def _from_env(cls, kafka_bootstrap: str, hdfs_url: str, webhdfs_url: str) -> "Settings":
         return cls(
-            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", f"localhost:{_env('KAFKA_PORT', '9092')}"),
+            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", kafka_bootstrap),
             topic=_env("LAMBDAFLOW_TOPIC", cls.topic),
             partitions=int(_env("LAMBDAFLOW_PARTITIONS", str(cls.partitions))),
-            hdfs_url=_env("HDFS_URL", f"hdfs://localhost:{_env('HDFS_NAMENODE_PORT', '8020')}").rstrip("/"),
-            webhdfs_url=_env("WEBHDFS_URL", f"http://localhost:{_env('HDFS_HTTP_PORT', '9870')}").rstrip("/"),
+            hdfs_url=_env("HDFS_URL", hdfs_url).rstrip("/"),
+            webhdfs_url=_env("WEBHDFS_URL", webhdfs_url).rstrip("/"),
             root=_env("LAMBDAFLOW_ROOT", cls.root).rstrip("/"),
             ingest_group=_env("LAMBDAFLOW_INGEST_GROUP", cls.ingest_group),
             rollup_every=int(_env("LAMBDAFLOW_ROLLUP_EVERY", str(cls.rollup_every))),

@@ -38,12 +38,14 @@ def topic_partitions(settings: Settings, topic: str | None = None) -> list[int]:
 
 
 def ensure_topic(settings: Settings, topic: str | None = None, partitions: int | None = None,
-                 replication_factor: int = 1) -> bool:
-    """Create the topic if missing (idempotent). Returns True when it was created."""
+                 replication_factor: int = 1, configs: dict[str, str] | None = None) -> bool:
+    """Create the topic if missing (idempotent), with topic ``configs`` (e.g. min.insync.replicas).
+    Returns True when it was created."""
     topic = topic or settings.topic
     client = admin(settings)
     try:
-        client.create_topics([NewTopic(topic, partitions or settings.partitions, replication_factor)])
+        client.create_topics([NewTopic(topic, partitions or settings.partitions, replication_factor,
+                                       topic_configs=configs or {})])
         created = True
     except TopicAlreadyExistsError:
         created = False

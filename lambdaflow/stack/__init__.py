@@ -123,6 +123,9 @@ def status() -> dict:
         "ingest": ingest_service.state(),  # the streaming job, started and supervised by weblogs_ingest
         "dags": {},
     }
+    from lambdaflow.stack import cluster, topology  # topology, kafka, hdfs, spark: as the cluster reports them
+
+    document.update(cluster.summary(topology.topology("local"), default_settings()))
     if services["airflow-api-server"] == "up":
         try:
             document["dags"] = dag_states()
