@@ -42,7 +42,10 @@ def connector_jars() -> list[str]:
 
 
 def topology_name() -> str:
-    return os.environ.get("LAMBDAFLOW_TOPOLOGY") or "local"
+    """The topology this command addresses (env LAMBDAFLOW_TOPOLOGY, else the one `up --topology` chose)."""
+    from lambdaflow.config import topology_name as chosen
+
+    return chosen()
 
 
 def spark_conf(settings: Settings, app: str = "batch") -> dict[str, str]:
