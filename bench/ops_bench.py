@@ -173,8 +173,10 @@ def build_history(spark, fs, settings: Settings, commits: int, scale: Scale, now
            "history_seconds": round(time.monotonic() - started, 1)}
     if partials:
         started = time.monotonic()
+        open_hour = max(history.keys_by_hour)  # the hour of now: its files are modelled below
         out["partial_files_written"] = synthetic.write_hour_partials(
-            spark, fs, settings, history.keys_by_hour, per_hour=scale.partials_per_hour,
+            spark, fs, settings, {h: k for h, k in history.keys_by_hour.items() if h != open_hour},
+            per_hour=scale.partials_per_hour,
             progress=lambda m: progress(f"{commits:,}: {m}"))
         out["partials_seconds"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
@@ -203,7 +205,6 @@ def build_history(spark, fs, settings: Settings, commits: int, scale: Scale, now
         # The open hour: the ingest merges every hour, the open one too, every LAMBDAFLOW_MERGE_EVERY_S
         # (300 s), so at most the commits of the last interval are still one file each (per view and
         # quarantine). Write that many, as real files, for the newest hour.
-        open_hour = max(history.keys_by_hour)
         per_hour = commits / scale.hours
         since_merge = math.ceil(per_hour * MERGE_EVERY_S / 3600)
         started = time.monotonic()

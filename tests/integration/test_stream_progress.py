@@ -3,7 +3,6 @@ port, and every micro-batch's progress recorded by the StreamingQueryListener.""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import time
@@ -41,7 +40,7 @@ def test_spark_ui_and_per_batch_progress_of_the_ingest(isolated: Settings, monke
         page = requests.get(f"http://localhost:{port}/StreamingQuery/", timeout=10)
         assert page.status_code == 200 and "Streaming Query" in page.text, page.text[:500]
     finally:
-        os.killpg(job.pid, signal.SIGTERM)  # a clean stop: the recorder flushes what is queued
+        job.send_signal(signal.SIGTERM)  # the driver: a clean stop, the recorder flushes what is queued
         output = job.communicate(timeout=120)[0]
     assert job.returncode == 0, output[-3000:]
     assert f":{port}" in output  # the UI's address is logged
