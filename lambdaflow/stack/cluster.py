@@ -59,21 +59,7 @@ class ClusterDaemon(Daemon):
         if self.pid() is not None:
             return False
         self._reap_leftovers(quiet)
-        busy = [p for p in self.ports if port_open(p)]
-        if busy:
-            raise ServiceError(f"{self.name}: port(s) {busy} already in use by another process")
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        PID_DIR.mkdir(parents=True, exist_ok=True)
-        self.prepare()
-        if not quiet:
-            print(f"[up] starting {self.name} (log: {self.log_file})", flush=True)
-        with open(self.log_file, "ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env={**os.environ, **self.env()},
-                                    cwd=RUN_DIR, start_new_session=True)
-        self.pid_file.write_text(str(proc.pid))
+        self.spawn(quiet)
         return True
 
     def wait_ready(self) -> None:

@@ -99,12 +99,17 @@ class Daemon:
                 if not quiet:
                     print(f"[up] {self.name} is running but not ready; restarting it (log: {self.log_file})", flush=True)
                 self.stop()
+        self._wait_ready(self.spawn(quiet))
+        return True
+
+    def spawn(self, quiet: bool = False) -> int:
+        """Launch the process in a session of its own (ports checked free first); returns its pid."""
         busy = [p for p in self.ports if port_open(p)]
         if busy:
             raise ServiceError(f"{self.name}: port(s) {busy} already in use by another process; "
                                f"stop it or override the port (see README, 'Ports')")
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        PID_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.prepare()
         if not quiet:
             print(f"[up] starting {self.name} (log: {self.log_file})", flush=True)
@@ -115,8 +120,7 @@ class Daemon:
                                     stdin=subprocess.DEVNULL, env={**os.environ, **self.env()},
                                     cwd=RUN_DIR, start_new_session=True, user=self.user())
         self.pid_file.write_text(str(proc.pid))
-        self._wait_ready(proc.pid)
-        return True
+        return proc.pid
 
     def _wait_ready(self, pid: int, timeout_s: float | None = None) -> None:
         timeout_s = timeout_s or self.timeout_s
