@@ -206,7 +206,8 @@ def build_history(spark, fs, settings: Settings, commits: int, scale: Scale, now
         # (300 s), so at most the commits of the last interval are still one file each (per view and
         # quarantine). Write that many, as real files, for the newest hour.
         per_hour = commits / scale.hours
-        since_merge = math.ceil(per_hour * MERGE_EVERY_S / 3600)
+        # (never more than the open hour's commits: just after the hour turned it holds only a few)
+        since_merge = min(math.ceil(per_hour * MERGE_EVERY_S / 3600), len(history.keys_by_hour[open_hour]))
         started = time.monotonic()
         out["open_hour_commits_since_merge"] = since_merge
         out["open_hour_files_written"] = synthetic.write_hour_partials(

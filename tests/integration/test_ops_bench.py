@@ -64,9 +64,10 @@ def test_ops_bench_at_a_tiny_scale_reports_every_figure_and_bounded_bookkeeping(
     large = details["history_100k"]
     assert large["partial_files_written"] == 3 * 3 * (large["hours"] - 1)  # 3 per closed hour, 2 views + quarantine
     assert large["hours_merged"] == 3 * scale.hours  # every closed hour of every root
-    # the open hour: the commits since the ingest's last merge (300 s of 1,000 commits over 3 hours)
+    # the open hour: the commits since the ingest's last merge (300 s of 1,000 commits over 3 hours:
+    # 28, fewer when the hour has just turned and holds fewer commits)
     since_merge = large["open_hour_commits_since_merge"]
-    assert since_merge == 28 and large["open_hour_files_written"] == 3 * since_merge
+    assert 0 < since_merge <= 28 and large["open_hour_files_written"] == 3 * since_merge
 
     # Bookkeeping after 1,000 commits: the tail, at most two roll-ups, one merged file per closed
     # view- or quarantine-hour and the open hour's partials; nothing per commit.
