@@ -44,7 +44,7 @@ status: venv
 # Unit tests, DAG tests (including `airflow dags test` of every DAG) and integration tests
 # against the real Kafka, HDFS and Spark; a skipped test fails the run (see tests/conftest.py).
 test: jars
-	$(LF) up --services kafka namenode datanode postgres
+	$(LF) up --services kafka namenode datanode postgres spark-connect
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 # Unit tests start no service, but some run a local SparkSession, which the project always builds
@@ -56,7 +56,7 @@ demo: jars
 	$(LF) demo
 
 bench: jars
-	$(LF) up --services kafka namenode datanode
+	$(LF) up --services kafka namenode datanode postgres spark-connect
 	$(BIN)/python -m bench
 
 # Re-pin the whole dependency tree after changing requirements.txt.

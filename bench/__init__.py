@@ -20,6 +20,7 @@ GOALS: dict[str, tuple[str, float]] = {
     "ingest.latency_p99_s": ("<=", 3.0),
     "batch.ratio_vs_duckdb": ("<=", 3.0),
     "batch.history_growth_ratio": ("<=", 1.2),
+    "batch.backfill_hours_per_min": (">=", 12.0),
     "ops.growth_ratio_max": ("<=", 1.5),
     "ops.bookkeeping_files_at_100k": ("<=", 2000.0),
 }
@@ -31,7 +32,8 @@ EXPECTED_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest.rows_per_s", "ingest.naive_spark_rows_per_s", "ingest.consumer_perf_test_rows_per_s",
                "ingest.ratio_vs_naive_spark", "ingest.ratio_vs_consumer_perf_test", "ingest.latency_p50_s",
                "ingest.latency_p99_s"),
-    "batch": ("batch.seconds", "batch.duckdb_seconds", "batch.ratio_vs_duckdb", "batch.history_growth_ratio"),
+    "batch": ("batch.seconds", "batch.duckdb_seconds", "batch.ratio_vs_duckdb", "batch.history_growth_ratio",
+              "batch.backfill_hours_per_min"),
     "ops": tuple(f"ops.{op}_s_at_{n}" for op in ("lag", "completeness", "recovery", "dashboard") for n in ("1k", "100k"))
     + ("ops.lag_growth_ratio", "ops.completeness_growth_ratio", "ops.recovery_growth_ratio",
        "ops.dashboard_growth_ratio", "ops.growth_ratio_max", "ops.bookkeeping_files_at_100k"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import json
 import os
 import platform
@@ -88,24 +87,29 @@ def _ingest(settings, spark, scale: str, details: dict) -> dict:
 
 
 def _batch(settings, spark, scale: str, details: dict) -> dict:
-    from bench import batch_bench
+    """bench.batch_bench (and bench.backfill_bench) in a child process: they are Spark Connect
+    clients of the deployment's server, which cannot share a process with the local SparkSession."""
+    import subprocess
+    import tempfile
+
     from lambdaflow import hdfs
 
     root = f"/bench/batch-{uuid.uuid4().hex[:8]}"
-    isolated = settings.replace(root=root, topic=f"bench-batch-{root.rsplit('-', 1)[1]}")
-    kwargs = {}
-    if scale == "small":
-        accepted = inspect.signature(batch_bench.run).parameters
-        kwargs = {k: v for k, v in {"rows": 500_000, "history_rows_per_hour": 50_000, "repeats": 1}.items()
-                  if k in accepted}
-    try:
-        return batch_bench.run(isolated, spark(), **kwargs)
-    finally:
-        if not os.environ.get("LAMBDAFLOW_BENCH_KEEP"):
-            try:
-                hdfs.client(settings).delete(root, recursive=True)
-            except Exception as exc:
-                _say(f"batch: could not remove {root}: {exc}")
+    topic = f"bench-batch-{root.rsplit('-', 1)[1]}"
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        try:
+            subprocess.run([sys.executable, "-m", "bench.batch_bench", "--root", root, "--topic", topic,
+                            "--scale", scale, "--out", out.name, "--backfill"], check=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+            result = json.loads(Path(out.name).read_text())
+        finally:
+            if not os.environ.get("LAMBDAFLOW_BENCH_KEEP"):
+                try:
+                    hdfs.client(settings).delete(root, recursive=True)
+                except Exception as exc:
+                    _say(f"batch: could not remove {root}: {exc}")
+    details.update(result["details"])
+    return result["figures"]
 
 
 def _ops(settings, spark, scale: str, details: dict) -> dict:

@@ -12,7 +12,8 @@ catchup, so backfills work; at most 3 runs at a time.
    (`/lambda/batch/_observations/<hour>.json`) and waits until the ingest's landing positions (the
    highest `until_offset` per partition over the committed offset-range manifests) have reached
    them, and the allowed lateness has passed.
-2. `recompute_hour` (SparkSubmitOperator, `spark_jobs/batch_recompute.py`) takes the hour's lock
+2. `recompute_hour` (`@task.pyspark` on the Connection `spark_connect_default`: a thin client of the
+   deployment's Spark Connect server, so the task starts no JVM) takes the hour's lock
    (`/lambda/batch/_locks/<hour>.lock`; one recomputation of an hour at a time), compacts the hour's
    landing files, reads only that hour's partition, de-duplicates on (topic, partition, offset) if a
    Kafka record landed twice, and replaces the hour in both views. **Late data**: it also recomputes
@@ -48,16 +49,13 @@ import os
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, PokeReturnValue, Variable, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from lambdaflow import batch
-from lambdaflow.config import REPO_ROOT, Settings
+from lambdaflow.config import Settings
 from lambdaflow.monitoring.notifier import failure_notifier
-from lambdaflow.spark import DEFAULT_CONF, submit_env
 
-SETTINGS = Settings.from_env()
 # Named, not addressed by an HDFS URI: tests and other deployments move the root, the asset stays the same.
 BATCH_VIEWS = Asset("weblogs_batch_views")
 DEFAULT_ALLOWED_LATENESS_SECONDS = 60
@@ -75,11 +73,6 @@ def _setting(params: dict[str, Any], name: str, default: int) -> int:
     if params.get(name) is not None:
         return int(params[name])
     return int(Variable.get(f"lambdaflow_batch_{name}", default=default))
-
-
-def late_data_flag(params: dict[str, Any]) -> str:
-    """A macro: rendered when the task runs, never at parse time."""
-    return "--late" if params.get("late_data", True) else "--no-late"
 
 
 @dag(
@@ -102,7 +95,6 @@ def late_data_flag(params: dict[str, Any]) -> str:
                            description="Also recompute every recorded hour, however old, whose landed rows "
                                        "changed since it was recomputed (late events)."),
     },
-    user_defined_macros={"late_data_flag": late_data_flag},
 )
 def weblogs_batch() -> None:
     @task.sensor(poke_interval=float(os.environ.get("LAMBDAFLOW_BATCH_POKE_SECONDS", "30")),
@@ -117,14 +109,17 @@ def weblogs_batch() -> None:
         print(reason)
         return PokeReturnValue(is_done=done)
 
-    submit = {"conn_id": "spark_default", "application": str(REPO_ROOT / "spark_jobs" / "batch_recompute.py"),
-              "conf": {**DEFAULT_CONF, "spark.hadoop.fs.defaultFS": SETTINGS.hdfs_url}, "driver_memory": "1g",
-              "env_vars": submit_env(SETTINGS)}
-    recompute_hour = SparkSubmitOperator(
-        task_id="recompute_hour", name="weblogs_batch_recompute_hour", **submit,
-        application_args=["--from", "{{ data_interval_start.isoformat() }}",
-                          "--to", "{{ data_interval_end.isoformat() }}",
-                          "{{ late_data_flag(params) }}", "--compact"])
+    @task.pyspark(conn_id="spark_connect_default")
+    def recompute_hour(data_interval_start: datetime, data_interval_end: datetime, params: dict[str, Any],
+                       spark=None) -> int:
+        """Recompute the hour (and the late hours) on the Spark Connect server; returns the hours done."""
+        from lambdaflow.spark import prepare_batch_session
+
+        prepare_batch_session(spark)
+        records = batch.recompute_interval(spark, Settings.from_env(), batch.epoch_ms(data_interval_start),
+                                           batch.epoch_ms(data_interval_end), late=params.get("late_data", True),
+                                           compact=True)
+        return len(records)
 
     @task(trigger_rule="one_failed")
     def record_failure(data_interval_start: datetime) -> None:
@@ -145,10 +140,11 @@ def weblogs_batch() -> None:
         """An Asset event for downstream DAGs, carrying the hour and its counts."""
         outlet_events[BATCH_VIEWS].extra = {**summary, "batch_root": Settings.from_env().batch_root}
 
+    recomputed = recompute_hour()
     summary = validate_hour()
-    wait_for_landing() >> recompute_hour >> summary
+    wait_for_landing() >> recomputed >> summary
     publish_views(summary)
-    recompute_hour >> record_failure()
+    recomputed >> record_failure()
 
 
 weblogs_batch()

@@ -8,8 +8,8 @@ reached Kafka's log end; later hours stay with the speed layer), is recomputed i
 of `activity_by_product` and `visitors_by_product`; then readers switch to it with one atomic
 rename of `/lambda/batch/_CURRENT`, and the older versions are deleted.
 
-- `recompute_all` runs `spark_jobs/batch_recompute.py --all` with SparkSubmitOperator on
-  `spark_default`. It takes the per-hour locks (`/lambda/batch/_locks/<hour>.lock`) of every hour
+- `recompute_all` (`@task.pyspark` on the Connection `spark_connect_default`: a client of the
+  deployment's Spark Connect server, no JVM of its own) runs `lambdaflow.batch.recompute_all`. It takes the per-hour locks (`/lambda/batch/_locks/<hour>.lock`) of every hour
   of history first, the same exclusion as the hourly runs, backfills, late-data recomputes and
   compactions of `weblogs_batch`: those wait while it runs and then read the new version, so
   `weblogs_batch` need not be paused.
@@ -25,15 +25,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 
 from lambdaflow import batch
-from lambdaflow.config import REPO_ROOT, Settings
+from lambdaflow.config import Settings
 from lambdaflow.monitoring.notifier import failure_notifier
-from lambdaflow.spark import DEFAULT_CONF, submit_env
-
-SETTINGS = Settings.from_env()
 
 
 @dag(
@@ -58,14 +54,18 @@ SETTINGS = Settings.from_env()
     },
 )
 def weblogs_full_recompute() -> None:
-    SparkSubmitOperator(
-        task_id="recompute_all", name="weblogs_full_recompute", conn_id="spark_default",
-        application=str(REPO_ROOT / "spark_jobs" / "batch_recompute.py"),
-        conf={**DEFAULT_CONF, "spark.hadoop.fs.defaultFS": SETTINGS.hdfs_url}, driver_memory="1g",
-        env_vars=submit_env(SETTINGS),
-        application_args=["--all", "{{ '--compact' if params.compact else '--no-compact' }}",
-                          "--allowed-lateness-seconds", "{{ params.allowed_lateness_seconds }}"],
-    ) >> report_state()
+    recompute_all() >> report_state()
+
+
+@task.pyspark(conn_id="spark_connect_default")
+def recompute_all(params: dict[str, Any], spark=None) -> int:
+    """Every hour of history into a new version, then the switch; returns the hours recomputed."""
+    from lambdaflow.spark import prepare_batch_session
+
+    prepare_batch_session(spark)
+    records = batch.recompute_all(spark, Settings.from_env(), compact=bool(params["compact"]),
+                                  allowed_lateness_s=float(params["allowed_lateness_seconds"]))
+    return len(records)
 
 
 @task

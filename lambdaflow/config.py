@@ -56,6 +56,8 @@ class Settings:
     ingest_group: str = "lambdaflow-ingest"
     # Commits of the landing zone's log folded into a roll-up at a time (0: never; lambdaflow.storage.commit_log)
     rollup_every: int = 100
+    # The batch layer's Spark: a Spark Connect server (the deployment's, lambdaflow.stack.services)
+    spark_connect: str = "sc://localhost:15002"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -80,6 +82,7 @@ class Settings:
             root=_env("LAMBDAFLOW_ROOT", cls.root).rstrip("/"),
             ingest_group=_env("LAMBDAFLOW_INGEST_GROUP", cls.ingest_group),
             rollup_every=int(_env("LAMBDAFLOW_ROLLUP_EVERY", str(cls.rollup_every))),
+            spark_connect=_env("LAMBDAFLOW_SPARK_CONNECT", f"sc://localhost:{_env('SPARK_CONNECT_PORT', '15002')}"),
         )
 
     def replace(self, **changes) -> "Settings":
@@ -96,6 +99,7 @@ class Settings:
             "LAMBDAFLOW_ROOT": self.root,
             "LAMBDAFLOW_INGEST_GROUP": self.ingest_group,
             "LAMBDAFLOW_ROLLUP_EVERY": str(self.rollup_every),
+            "LAMBDAFLOW_SPARK_CONNECT": self.spark_connect,
         }
 
     # -- HDFS paths (absolute paths inside HDFS, without the hdfs:// prefix) --------------------

@@ -109,3 +109,59 @@ def submit_command(script: str, args: list[str], settings: Settings | None = Non
         if key != "spark.jars":
             cmd += ["--conf", f"{key}={value}"]
     return cmd + [str(REPO_ROOT / "spark_jobs" / script), *args]
+
+
+# ------------------------------------------------------------------------ the batch layer's Spark
+# Runtime settings every batch session gets, whoever built it (a Spark Connect client, the
+# provider's @task.pyspark, a local session): the views' and partitions' semantics depend on them.
+BATCH_SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+}
+
+
+def prepare_batch_session(spark) -> None:
+    """Give ``spark`` the batch layer's runtime settings (:data:`BATCH_SESSION_CONF`)."""
+    for key, value in BATCH_SESSION_CONF.items():
+        spark.conf.set(key, value)
+
+
+def connect_reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether something listens at a Spark Connect URL's ``host:port`` (``sc://host:port/;params``)."""
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(url)
+    try:
+        with socket.create_connection((address.hostname or "localhost", address.port or 15002), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def connect_session(settings: Settings | None = None, url: str | None = None):
+    """A Spark Connect session on the batch layer's server (``settings.spark_connect``): a thin gRPC
+    client, no JVM of its own. Fails with the command that starts the server when it does not answer."""
+    from pyspark.sql import SparkSession
+
+    settings = settings or Settings.from_env()
+    url = url or settings.spark_connect
+    if not connect_reachable(url):
+        raise RuntimeError(f"no Spark Connect server answers at {url}; start it with `lambdaflow up` "
+                           "(service spark-connect) or point LAMBDAFLOW_SPARK_CONNECT at one")
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    prepare_batch_session(spark)
+    return spark
+
+
+def batch_session(app_name: str, settings: Settings | None = None, log=print):
+    """The batch layer's session: the Spark Connect server when it answers, else (a machine without
+    the deployment up) a local session started here, said so in the log."""
+    settings = settings or Settings.from_env()
+    if connect_reachable(settings.spark_connect):
+        return connect_session(settings)
+    log(f"no Spark Connect server at {settings.spark_connect}: starting a local Spark session "
+        "(`lambdaflow up` starts the server, which saves the JVM start-up)")
+    spark = session(app_name, settings)
+    prepare_batch_session(spark)
+    return spark

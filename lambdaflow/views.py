@@ -114,3 +114,22 @@ def speed_visitors_view(partials: DataFrame) -> DataFrame:
     return (partials.groupBy(*GROUP_KEYS)
             .agg(F.hll_sketch_estimate(union).cast("long").alias("unique_visitors"))
             .select(VISITORS_COLUMNS))
+
+
+def exact_views(events: DataFrame, flags: dict[str, Column] | None = None) -> DataFrame:
+    """Both exact views in one aggregation: per (product, timestamp_hour) the columns of
+    :func:`activity_by_product` and of :func:`visitors_by_product`, plus ``rows`` (every event) and,
+    for each ``flags`` name, the number of events for which that boolean column holds.
+
+    One shuffle instead of two: events are first grouped by (product, timestamp_hour, visitor), which
+    gives each visitor's action counts, then by (product, timestamp_hour), where the visitor groups
+    are the distinct visitors (a null visitor is not counted, as ``countDistinct`` does not).
+    """
+    flags = flags or {}
+    per_visitor = events.groupBy(*GROUP_KEYS, "visitor").agg(
+        *(_action_count(a) for a in ACTIONS), F.count(F.lit(1)).cast("long").alias("rows"),
+        *(F.count(F.when(flag, True)).cast("long").alias(name) for name, flag in flags.items()))
+    return (per_visitor.groupBy(*GROUP_KEYS)
+            .agg(*(F.sum(c).cast("long").alias(c) for c in [*COUNT_COLUMNS, "rows", *flags]),
+                 F.count("visitor").cast("long").alias("unique_visitors"))
+            .select(*ACTIVITY_COLUMNS, "unique_visitors", "rows", *flags))

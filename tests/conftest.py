@@ -16,10 +16,11 @@ from lambdaflow.config import Settings
 
 @pytest.fixture(scope="session")
 def stack() -> Settings:
-    """Kafka, NameNode and DataNode up (started if needed); Airflow daemons are not needed here."""
+    """Kafka, NameNode, DataNode and the batch layer's Spark Connect server up (started if needed);
+    Airflow daemons are not needed here."""
     from lambdaflow import stack as local_stack
 
-    local_stack.up(services=["kafka", "namenode", "datanode"], quiet=True)
+    local_stack.up(services=["kafka", "namenode", "datanode", "spark-connect"], quiet=True)
     return Settings.from_env()
 
 

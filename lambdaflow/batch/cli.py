@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable
 
-from lambdaflow import landing
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
 
@@ -47,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace, log: Log = _print) -> list[dict]:
     """Run what ``args`` ask for (see :func:`add_arguments`); returns the hour records written."""
+    from lambdaflow.spark import prepare_batch_session
+
+    prepare_batch_session(spark)
     if args.all:
         return recompute_all(spark, settings, compact=args.compact,
                              allowed_lateness_s=getattr(args, "allowed_lateness_seconds", 60), log=log)
@@ -59,17 +59,26 @@ def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace,
         start, end = epoch_ms(args.start), epoch_ms(args.end)
         if end <= start:
             raise UserError("--to must be after --from")
-    hours = hours_between(start, end)
-    fs = BatchFs(spark, settings)
+    return recompute_interval(spark, settings, start, end, late=getattr(args, "late", True),
+                              compact=args.compact, log=log)
+
+
+def recompute_interval(spark: "SparkSession", settings: Settings, start_ms: int, end_ms: int, late: bool = True,
+                       compact: bool = False, log: Log = _print) -> list[dict]:
+    """Recompute the hours of [start, end) and, with ``late``, every recorded hour whose landed rows
+    changed since its recomputation, under their locks (compacting them first with ``compact``);
+    returns the hour records. A failure is recorded for those hours (serving falls back to speed)."""
+    hours = hours_between(start_ms, end_ms)
+    fs = BatchFs(settings)
     todo = set(hours)
-    if getattr(args, "late", True):
+    if late:
         todo |= set(late_hours(spark, fs, settings, current_version(fs, settings), log))
     todo = sorted(todo)
     with HourLocks(fs, settings, todo, log):
         version = current_version(fs, settings)  # a full recomputation may have switched while we waited
         log(f"recomputing {len(todo)} hour(s) into v{version}: {', '.join(iso(h) for h in todo)}")
         try:
-            if args.compact:
+            if compact:
                 for hour in todo:
                     compact_hour(spark, settings, hour, log=log, locked=True)
             return recompute_hours(spark, settings, version, todo, log)
@@ -80,27 +89,25 @@ def execute(spark: "SparkSession", settings: Settings, args: argparse.Namespace,
 
 def _record_failure_fs(fs: "BatchFs", settings: Settings, version: int, hours: Iterable[int], reason: str,
                        log: Log) -> None:
-    """:func:`record_failure` through the JVM, best effort (the recomputation's own error is what counts)."""
+    """:func:`record_failure` with the run's file system, best effort (the recomputation's own error is what counts)."""
     try:
-        for hour in hours:
-            fs.write_json(failures_path(settings, version, hour),
-                          {"timestamp_hour": hour, "hour": iso(hour), "version": version, "reason": reason[:2000],
-                           "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        record_failure(settings, hours, reason, client=fs.client, version=version)
         log(f"recorded the failure of {len(list(hours))} hour(s); serving answers them from the speed layer")
     except Exception as exc:  # noqa: BLE001 - never hide the original error behind this one
         log(f"could not record the failure: {exc}")
 
 
 def run(args: argparse.Namespace) -> int:
-    """``lambdaflow batch``: the recomputation in a local SparkSession (the DAG spark-submits the same code)."""
-    from lambdaflow.spark import session
+    """``lambdaflow batch``: the recomputation on the deployment's Spark Connect server (a local
+    SparkSession when none answers); the DAG's tasks run the same code through the Spark provider."""
+    from lambdaflow.spark import batch_session
 
     settings = Settings.from_env()
-    spark = session("lambdaflow-batch", settings)
+    spark = batch_session("lambdaflow-batch", settings, log=_print)
     try:
         records = execute(spark, settings, args)
         _print(f"done: {len(records)} hour(s), {sum(r['landed_rows'] for r in records)} landed rows; "
-               f"batch watermark {state(BatchFs(spark, settings), settings)['watermark_iso']}")
+               f"batch watermark {state(BatchFs(settings), settings)['watermark_iso']}")
     finally:
         spark.stop()
     return 0

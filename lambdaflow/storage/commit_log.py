@@ -36,6 +36,7 @@ import time
 from typing import Any, Iterable, Mapping, Protocol
 
 from lambdaflow import landing
+from lambdaflow.storage.fs import WebFs
 
 log = logging.getLogger("lambdaflow.storage.commit_log")
 
@@ -59,40 +60,8 @@ class LogStore(Protocol):
     def delete(self, path: str) -> None: ...
 
 
-class WebLogStore:
-    """The commit log over WebHDFS (lag monitor, sensors, dashboard, CLI: no JVM)."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def list_names(self, path: str) -> list[str]:
-        from lambdaflow.hdfs import list_names
-
-        return list_names(self.client, path)
-
-    def list_mtimes(self, path: str) -> dict[str, int]:
-        if self.client.status(path, strict=False) is None:
-            return {}
-        return {name: int(status["modificationTime"]) for name, status in self.client.list(path, status=True)}
-
-    def read_json(self, path: str) -> Any:
-        """The document, or None when absent (also when deleted between the lookup and the read)."""
-        from lambdaflow.hdfs import HdfsError, read_json
-
-        try:
-            return read_json(self.client, path)
-        except HdfsError as exc:
-            if "not found" in str(exc) or "does not exist" in str(exc) or "FileNotFound" in str(exc):
-                return None
-            raise
-
-    def create_new(self, path: str, text: str) -> bool:
-        from lambdaflow.storage.fs import web_create_new
-
-        return web_create_new(self.client, path, text)
-
-    def delete(self, path: str) -> None:
-        self.client.delete(path, recursive=False)
+# The commit log over WebHDFS (lag monitor, sensors, dashboard, CLI, the batch layer: no JVM).
+WebLogStore = WebFs
 
 
 class JvmLogStore:
@@ -125,7 +94,7 @@ def store_for(fs_or_client) -> LogStore:
         return fs_or_client
     if hasattr(fs_or_client, "_fs"):
         return JvmLogStore(fs_or_client)
-    return WebLogStore(fs_or_client)
+    return WebFs(fs_or_client)
 
 
 # ------------------------------------------------------------------------------- names and paths

@@ -200,3 +200,114 @@ def web_write_atomic(client, path: str, text: str) -> None:
 
 def web_write_json(client, path: str, document: Any) -> None:
     web_write_atomic(client, path, json.dumps(document, sort_keys=True))
+
+
+class WebFs:
+    """The same operations as :class:`JvmFs` over WebHDFS, for code that has no JVM of its own: the
+    batch layer runs its DataFrames on a Spark Connect server and its bookkeeping (locks, renames,
+    hour records) from plain Python. A :class:`~lambdaflow.storage.commit_log.LogStore` too.
+
+    Renames are WebHDFS ``RENAME``, the NameNode's ``rename``: like ``FileSystem.rename`` it moves a
+    source *into* an existing destination directory, and :meth:`replace` (``renameoptions=OVERWRITE``)
+    is the one that never nests.
+    """
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    # -- reads ------------------------------------------------------------------------------------
+    def status(self, path: str) -> dict | None:
+        return self.client.status(path, strict=False)
+
+    def exists(self, path: str) -> bool:
+        return self.status(path) is not None
+
+    def _listing(self, path: str) -> list[tuple[str, dict]]:
+        from hdfs.util import HdfsError
+
+        try:
+            return self.client.list(path, status=True)
+        except HdfsError as exc:  # absent, or deleted between a caller's check and this listing
+            if _not_found(exc):
+                return []
+            raise
+
+    def list(self, path: str, files_only: bool = False) -> list[str]:
+        """Full paths of a directory's entries; [] when it does not exist."""
+        base = path.rstrip("/")
+        return sorted(f"{base}/{name}" for name, status in self._listing(path)
+                      if not files_only or status["type"] == "FILE")
+
+    def list_names(self, path: str) -> list[str]:
+        return [name for name, _ in self._listing(path)]
+
+    def list_mtimes(self, path: str) -> dict[str, int]:
+        return {name: int(status["modificationTime"]) for name, status in self._listing(path)}
+
+    def list_files_recursive(self, path: str) -> list[str]:
+        if not self.exists(path):
+            return []
+        return sorted(f"{root.rstrip('/')}/{name}" for root, _, files in self.client.walk(path) for name in files)
+
+    def read_text(self, path: str) -> str:
+        with self.client.read(path, encoding="utf-8") as reader:
+            return reader.read()
+
+    def read_json(self, path: str, default: Any = None) -> Any:
+        """The document, or ``default`` when absent (also when deleted between a look-up and the read)."""
+        from hdfs.util import HdfsError
+
+        try:
+            return json.loads(self.read_text(path))
+        except HdfsError as exc:
+            if _not_found(exc):
+                return default
+            raise
+
+    def modification_time_ms(self, path: str) -> int:
+        return int(self.client.status(path)["modificationTime"])
+
+    # -- writes -----------------------------------------------------------------------------------
+    def mkdirs(self, path: str) -> None:
+        self.client.makedirs(path)
+
+    def delete(self, path: str, recursive: bool = True) -> bool:
+        return bool(self.client.delete(path, recursive=recursive))
+
+    def rename(self, src: str, dst: str, make_parent: bool = True) -> None:
+        """Atomic rename; raises when the source is missing or the destination exists."""
+        if not self.try_rename(src, dst, make_parent):
+            raise OSError(f"HDFS rename {src} -> {dst} failed (missing source or existing destination?)")
+
+    def try_rename(self, src: str, dst: str, make_parent: bool = False) -> bool:
+        parent = dst.rsplit("/", 1)[0]
+        if parent and make_parent:
+            self.mkdirs(parent)
+        response = self.client._rename(src, destination=self.client.resolve(dst))
+        return bool(response.json()["boolean"])
+
+    def replace(self, src: str, dst: str) -> None:
+        web_replace(self.client, src, dst)
+
+    def write_text(self, path: str, text: str, overwrite: bool = True) -> None:
+        self.client.write(path, data=text, encoding="utf-8", overwrite=overwrite)
+
+    def create_new(self, path: str, text: str = "", make_parents: bool = True) -> bool:
+        """Create-if-absent (WebHDFS always creates the parents: ``make_parents=False`` is the JVM's)."""
+        if not make_parents:
+            raise ValueError("WebHDFS has no createNonRecursive; use JvmFs for a fenced create")
+        return web_create_new(self.client, path, text)
+
+    def write_atomic(self, path: str, text: str) -> None:
+        web_write_atomic(self.client, path, text)
+
+    def write_json(self, path: str, document: Any) -> None:
+        web_write_json(self.client, path, document)
+
+    def touch(self, path: str, mtime_ms: int) -> None:
+        self.client.set_times(path, modification_time=int(mtime_ms))
+
+
+def _not_found(exc: BaseException) -> bool:
+    text = str(exc)
+    return "FileNotFoundException" in text or "does not exist" in text or "not found" in text.lower()

@@ -188,7 +188,7 @@ def test_only_the_requested_hours_are_replaced(spark, isolated, writer) -> None:
 
 def test_a_replayed_range_landed_twice_is_counted_once(spark, isolated, writer) -> None:
     writer.land_hours([H0], per_hour=200, batches=2)
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     live = batch.landing_hour_path(isolated, H0)
     original = next(f.name for f in fs.entries(live) if batch.is_data_file(f.name))
     copy = f"{isolated.landing_path}/_copy"
@@ -222,7 +222,7 @@ def test_late_events_are_recomputed_by_the_next_run(spark, isolated, writer) -> 
     assertDataFrameEqual(batch_view(spark, isolated, "visitors_by_product").select(
         "product", "timestamp_hour", "unique_visitors"), spark.createDataFrame(writer.visitors(), VISITORS))
     # Nothing changed since: the next run finds no late hour.
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     assert batch.late_hours(spark, fs, isolated, 1) == []
 
 
@@ -340,7 +340,7 @@ def test_compaction_keeps_exactly_the_same_kafka_records(spark, isolated, writer
     for _ in range(6):
         writer.send(writer.events(H0, 50))
     assert writer.ingest(max_per_batch=53)["batches"] == 6
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     live = batch.landing_hour_path(isolated, H0)
     files_before = [f for f in fs.entries(live) if batch.is_data_file(f.name)]
     coordinates = _coordinates(spark, isolated, H0)
@@ -378,7 +378,7 @@ def test_a_compaction_interrupted_after_its_commit_is_rolled_forward(spark, isol
     with pytest.raises(RuntimeError, match="crash"):
         batch.compact_hour(spark, isolated, H0)
     monkeypatch.undo()
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     assert fs.exists(batch.compaction_record_path(isolated, H0))
     assert not [f for f in fs.entries(batch.landing_hour_path(isolated, H0)) if batch.is_data_file(f.name)]
 
@@ -447,7 +447,7 @@ def _nested_hour_dirs(fs, settings) -> list[str]:
 def test_hour_locks_exclude_wait_and_take_over_a_dead_holder(spark, isolated) -> None:
     import threading
 
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     order: list[str] = []
     first = batch.HourLocks(fs, isolated, [H0, H0 + HOUR], log=order.append)
     first.__enter__()
@@ -476,7 +476,7 @@ def test_hour_locks_exclude_wait_and_take_over_a_dead_holder(spark, isolated) ->
 
 
 def test_replacing_an_hour_never_nests_its_directory(spark, isolated) -> None:
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     root = f"{isolated.batch_root}/swap"
     live, staged = f"{root}/v1/timestamp_hour={H0}", f"{root}/_staging/r1/timestamp_hour={H0}"
     fs.write_text(f"{live}/old.parquet", "old")
@@ -502,7 +502,7 @@ def test_concurrent_recomputes_of_the_same_hours_end_with_the_right_views(spark,
                 pool.submit(batch.compact_hour, spark, isolated, H0, log=logs.append)]
         results = [r.result(timeout=900) for r in runs]
     assert [r["landed_rows"] for r in results[0]] == [writer.landed(h) for h in hours]
-    fs = batch.BatchFs(spark, isolated)
+    fs = batch.BatchFs(isolated)
     assert _nested_hour_dirs(fs, isolated) == []
     assert fs.list(f"{isolated.batch_root}/_locks") == []
     assertDataFrameEqual(batch_view(spark, isolated, "activity_by_product").select(*ACTIVITY_COLUMNS),
