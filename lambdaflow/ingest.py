@@ -32,7 +32,8 @@ import time
 from lambdaflow import landing
 from lambdaflow.config import Settings
 from lambdaflow.errors import UserError
-from lambdaflow.monitoring import stream_progress
+from lambdaflow.monitoring import batch_profile, stream_progress
+from lambdaflow.monitoring.batch_profile import CountingFs
 from lambdaflow.storage import commit_log
 # The single-writer lock, fenced by epochs: a driver paused past the takeover timeout
 # (LAMBDAFLOW_LOCK_STALE_S, default 60 s) and taken over can never commit again.
@@ -140,23 +141,30 @@ class LandingCommitter:
 
         from lambdaflow import views
         from lambdaflow.ingest_transforms import (after_positions, arrival_hour, landed_rows, parse_records,
-                                                  quarantined_rows)
+                                                  quarantined_rows, speed_partials)
 
         from lambdaflow.storage import offset_log
 
         started = time.monotonic()
+        counted = self.fs if isinstance(self.fs, CountingFs) else None
+        profile = batch_profile.BatchProfile(self.spark, batch_id, counted)
         # The batch's range is the source's (from the offset log), not the records' min/max + 1.
-        start, end = offset_log.batch_offsets(self.fs, self.settings.checkpoint_path, batch_id, self.settings.topic)
+        with profile.step("offsets"):
+            start, end = offset_log.batch_offsets(self.fs, self.settings.checkpoint_path, batch_id,
+                                                  self.settings.topic)
         ranges = landing.batch_ranges(start, end, self.positions)
         if not ranges:
             log.info("batch %d: offsets up to %s already landed (a replayed batch); nothing to commit", batch_id, end)
             return
         parsed = parse_records(after_positions(records, self.positions)).persist()
         try:
-            # One small aggregate gives the offset ranges, rows per hour and quarantine reasons.
+            # One small aggregate gives the offset ranges, rows per hour and quarantine reasons; it
+            # also materialises the parsed batch, which every write below reads from memory.
             kind = F.substring_index("reason", ":", 1)
-            stats = parsed.groupBy("kafka_partition", "timestamp_hour", kind.alias("kind")).agg(
-                F.min("kafka_offset").alias("lo"), F.max("kafka_offset").alias("hi"), F.count("*").alias("n")).collect()
+            with profile.step("stats"):
+                stats = parsed.groupBy("kafka_partition", "timestamp_hour", kind.alias("kind")).agg(
+                    F.min("kafka_offset").alias("lo"), F.max("kafka_offset").alias("hi"),
+                    F.count("*").alias("n")).collect()
             bounds: dict[int, tuple[int, int]] = {}
             hours: dict[int, int] = {}
             reasons: dict[str, int] = {}
@@ -171,42 +179,60 @@ class LandingCommitter:
             key = landing.commit_key(ranges)
             epoch = self.lock.epoch if self.lock is not None else None
             stage = f"{self.staging}/{landing.staging_name(key, epoch)}"
-            self.fs.delete(stage)
+            with profile.step("clear_stage"):
+                self.fs.delete(stage)
             n_landed, n_quarantined = sum(hours.values()), sum(reasons.values())
             uri = self.settings.uri
             if n_landed:
                 landed = landed_rows(parsed)
-                landed.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
-                (views.speed_activity_partial(landed).coalesce(1)
-                 .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product")))
-                (views.speed_visitors_partial(landed, self.lg_config_k).coalesce(1)
-                 .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
+                with profile.step("write_landing"):
+                    landed.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
+                # Both views' partials from one aggregation of the batch in memory, one file per view
+                # and hour; the aggregate (a few rows per product and hour) is cached for the second write.
+                partials = speed_partials(landed, self.lg_config_k).coalesce(1).persist()
+                try:
+                    with profile.step("write_speed"):
+                        (partials.select(*views.ACTIVITY_COLUMNS)
+                         .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product")))
+                        (partials.select(*views.GROUP_KEYS, "visitors_sketch")
+                         .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
+                finally:
+                    partials.unpersist()
             if n_quarantined:  # partitioned by arrival hour (the Kafka timestamp's): retention and merges per hour
-                (quarantined_rows(parsed).withColumn("arrival_hour", arrival_hour(F.col("kafka_timestamp")))
-                 .coalesce(1).write.partitionBy("arrival_hour").parquet(uri(f"{stage}/quarantine")))
+                with profile.step("write_quarantine"):
+                    (quarantined_rows(parsed).withColumn("arrival_hour", arrival_hour(F.col("kafka_timestamp")))
+                     .coalesce(1).write.partitionBy("arrival_hour").parquet(uri(f"{stage}/quarantine")))
         finally:
             parsed.unpersist()
-        files = self._plan_moves(stage, key)
+        with profile.step("plan_moves"):
+            files = self._plan_moves(stage, key)
         self._test_pause("staged")
         manifest = landing.manifest_document(self.settings.topic, ranges, files, n_landed, n_quarantined,
                                              hours, _now_ms(), reasons, epoch=epoch)
-        self._commit_manifest(key, manifest)  # the commit point, fenced
+        with profile.step("manifest"):
+            self._commit_manifest(key, manifest)  # the commit point, fenced
         self._test_pause("manifest_written")
-        self._move_files(files, recovering=False)
+        with profile.step("moves"):
+            self._move_files(files, recovering=False)
         self._test_pause("moved")
-        self.fs.delete(f"{self.staging}/{key}")  # with any leftovers of fenced epochs
+        with profile.step("clear_staging"):
+            self.fs.delete(f"{self.staging}/{key}")  # with any leftovers of fenced epochs
         for r in ranges:
             self.positions[r.partition] = max(self.positions.get(r.partition, 0), r.until_offset)
-        self._commit_group_offsets()
+        with profile.step("group_commit"):
+            self._commit_group_offsets()
         self.unrolled[f"{key}.json"] = manifest
         if self.rollup_every and len(self.unrolled) + self.tail_at_start >= self.rollup_every:
-            self.roll_up()
+            with profile.step("roll_up"):
+                self.roll_up()
         self.totals["batches"] += 1
         self.totals["landed"] += n_landed
         self.totals["quarantined"] += n_quarantined
         log.info("batch %d committed %s: landed %d, quarantined %d, offsets %s, %.2fs", batch_id, key, n_landed,
                  n_quarantined, ", ".join(f"p{r.partition}:[{r.from_offset},{r.until_offset})" for r in ranges),
                  time.monotonic() - started)
+        log.info("%s", batch_profile.profile_line(profile.document(key=key, landed=n_landed,
+                                                                    quarantined=n_quarantined, files=files)))
 
     def roll_up(self) -> None:
         """Fold the commits since the last roll-up into a new one and delete their manifests, so the
@@ -343,7 +369,7 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
     log.info("Spark UI of the ingest (Structured Streaming tab: /StreamingQuery/): %s", spark.sparkContext.uiWebUrl)
     recorder = stream_progress.recorder(settings)  # per-batch progress, charted on the dashboard
     spark.streams.addListener(recorder)
-    fs = JvmFs(spark, settings.hdfs_url)
+    fs = CountingFs(JvmFs(spark, settings.hdfs_url))  # counts NameNode calls for the batch profile
     lock = IngestLock(fs, settings.landing_path)
     lock.acquire()
     committer = LandingCommitter(spark, settings, fs, lg_config_k)

@@ -167,3 +167,15 @@ def after_positions(records: DataFrame, positions: dict[int, int]) -> DataFrame:
     for partition, until in positions.items():
         cutoff = F.when(F.col("partition") == partition, F.lit(until)).otherwise(cutoff)
     return records.where(F.col("offset") >= cutoff)
+
+
+def speed_partials(landed: DataFrame, lg_config_k: int) -> DataFrame:
+    """Both speed views' partials of one micro-batch in one aggregation (one pass, one shuffle):
+    per (product, timestamp_hour) the action counts of ``views.speed_activity_partial`` and the
+    visitors sketch of ``views.speed_visitors_partial``; each view's file is a projection of it."""
+    from lambdaflow import views
+
+    counts = [F.count(F.when(F.col("action") == action, True)).cast("long").alias(column)
+              for action, column in views.ACTIONS.items()]
+    return (landed.groupBy(*views.GROUP_KEYS)
+            .agg(*counts, F.hll_sketch_agg("visitor", lg_config_k).alias("visitors_sketch")))

@@ -93,3 +93,24 @@ def test_after_positions_drops_offsets_already_landed(spark) -> None:
     df = records(spark, [as_json()] * 9)  # partitions 0,1,2 at offsets 0..8
     kept = after_positions(df, {0: 4, 1: 10}).select("partition", "offset").collect()
     assert sorted((r.partition, r.offset) for r in kept) == [(0, 6), (2, 2), (2, 5), (2, 8)]
+
+
+def test_speed_partials_in_one_aggregation_equal_each_views_partial(spark) -> None:
+    from pyspark.sql import functions as F
+    from pyspark.testing import assertDataFrameEqual
+
+    from lambdaflow import views
+    from lambdaflow.ingest_transforms import speed_partials
+
+    values = [as_json(action=a, visitor=v, product=p, timestamp=t)
+              for a, v, p, t in [("purchase", "v1", "p1", 1_700_000_000_000), ("page_view", "v2", "p1", 1_700_000_000_000),
+                                 ("page_view", "v1", "p1", 1_700_000_100_000), ("add_to_cart", "v3", "p2", 1_700_004_000_000)]]
+    landed = landed_rows(parse_records(records(spark, values)))
+    partials = speed_partials(landed, 12)
+    assertDataFrameEqual(partials.select(*views.ACTIVITY_COLUMNS), views.speed_activity_partial(landed))
+    estimate = F.hll_sketch_estimate("visitors_sketch").alias("estimate")
+    assertDataFrameEqual(partials.select(*views.GROUP_KEYS, estimate),
+                         views.speed_visitors_partial(landed, 12).select(*views.GROUP_KEYS, estimate))
+    by_product = {r["product"]: r for r in partials.groupBy("product").agg(
+        F.sum("purchase_count").alias("purchases"), F.sum("page_view_count").alias("views")).collect()}
+    assert (by_product["p1"]["purchases"], by_product["p1"]["views"]) == (1, 2)

@@ -1,0 +1,63 @@
+"""The micro-batch profile's pure parts: counting file-system calls, the log line, the summary."""
+
+from __future__ import annotations
+
+from lambdaflow.monitoring import batch_profile
+from lambdaflow.monitoring.batch_profile import BatchProfile, CountingFs
+
+
+class FakeFs:
+    def __init__(self) -> None:
+        self.renamed: list[tuple[str, str]] = []
+        self._private = "kept"
+
+    def try_rename(self, src: str, dst: str) -> bool:
+        self.renamed.append((src, dst))
+        return True
+
+    def mkdirs(self, path: str) -> None:
+        pass
+
+
+def test_counting_fs_counts_calls_per_method_and_still_calls_through() -> None:
+    inner = FakeFs()
+    fs = CountingFs(inner)
+    before = fs.snapshot()
+    assert fs.try_rename("/a", "/b") is True
+    fs.try_rename("/c", "/d")
+    fs.mkdirs("/x")
+    assert inner.renamed == [("/a", "/b"), ("/c", "/d")]
+    assert batch_profile.calls_since(before, fs.snapshot()) == {"mkdirs": 1, "try_rename": 2}
+    assert fs._private == "kept"
+
+
+def test_profile_document_counts_steps_files_and_hdfs_calls_and_round_trips_through_its_log_line() -> None:
+    fs = CountingFs(FakeFs())
+    fs.mkdirs("/before")  # before the profile started: not counted
+    profile = BatchProfile(None, 7, fs)
+    with profile.step("moves"):
+        fs.mkdirs("/p")
+        fs.try_rename("/s", "/f")
+    files = [{"kind": "landing"}, {"kind": "landing"}, {"kind": "activity_by_product"}]
+    doc = profile.document(key="k", landed=10, quarantined=1, files=files)
+    assert doc["batch"] == 7 and doc["rows"] == {"landed": 10, "quarantined": 1}
+    assert doc["files"] == {"activity_by_product": 1, "landing": 2} and doc["files_total"] == 3
+    assert doc["hdfs_calls"] == {"mkdirs": 1, "try_rename": 1} and doc["hdfs_calls_total"] == 2
+    assert [s["step"] for s in doc["steps"]] == ["moves"] and doc["spark_jobs"] == 0
+    line = "2026-12-05 INFO lambdaflow.ingest: " + batch_profile.profile_line(doc)
+    assert batch_profile.parse_profile_line(line) == doc
+    assert batch_profile.parse_profile_line("batch 3 committed x") is None
+
+
+def test_summary_means_over_batches_and_per_step() -> None:
+    def doc(seconds: float, write_s: float, jobs: int, calls: int) -> dict:
+        return {"seconds": seconds, "spark_jobs": jobs, "files_total": 4, "hdfs_calls": {"try_rename": calls},
+                "hdfs_calls_total": calls, "rows": {"landed": 100, "quarantined": 0},
+                "steps": [{"step": "write_landing", "seconds": write_s, "jobs": jobs}]}
+
+    summary = batch_profile.summarize_profiles([doc(1.0, 0.5, 4, 6), doc(2.0, 1.5, 2, 4)])
+    assert summary["batches"] == 2 and summary["mean_seconds"] == 1.5 and summary["mean_spark_jobs"] == 3
+    assert summary["mean_hdfs_calls"] == 5 and summary["mean_hdfs_calls_by_method"] == {"try_rename": 5}
+    assert summary["steps"]["write_landing"] == {"batches": 2, "mean_seconds": 1.0, "max_seconds": 1.5,
+                                                 "mean_jobs": 3}
+    assert batch_profile.summarize_profiles([]) == {"batches": 0}
