@@ -11,7 +11,7 @@ catchup, so backfills work; at most 3 runs at a time.
    clock is past its end plus the allowed lateness), it records the topic's log-end offsets
    (`/lambda/batch/_observations/<hour>.json`) and waits until the ingest's landing positions (the
    highest `until_offset` per partition over the committed offset-range manifests) have reached
-   them, and the allowed lateness has passed.
+   them, and the wall clock is past the hour's end plus the allowed lateness (an old hour: at once).
 2. `recompute_hour` (`@task.pyspark` on the Connection `spark_connect_default`: a thin client of the
    deployment's Spark Connect server, so the task starts no JVM) takes the hour's lock
    (`/lambda/batch/_locks/<hour>.lock`; one recomputation of an hour at a time), compacts the hour's
@@ -88,7 +88,8 @@ def _setting(params: dict[str, Any], name: str, default: int) -> int:
     params={
         "allowed_lateness_seconds": Param(None, type=["null", "integer"], minimum=0, maximum=86400,
                                           title="Allowed lateness (seconds)",
-                                          description="Extra wait after the hour is landed, for late events. Empty: "
+                                          description="How long after the hour's end late events may still arrive before "
+                                                      "the hour is recomputed (hours older than that: at once). Empty: "
                                                       "Variable lambdaflow_batch_allowed_lateness_seconds, else "
                                                       f"{DEFAULT_ALLOWED_LATENESS_SECONDS}."),
         "late_data": Param(True, type="boolean", title="Recompute hours with late data",

@@ -1,9 +1,11 @@
 """The batch layer: exact, idempotent recomputation of the views, hour by hour, from the landing zone.
 
-``lambdaflow batch --hour H | --from A --to B | --all`` (and ``spark_jobs/batch_recompute.py``, which the
-``weblogs_batch`` DAG submits) read only the landing-zone partitions ``timestamp_hour=<h>`` of the hours
-asked for, de-duplicate on (topic, kafka_partition, kafka_offset) when a Kafka record landed twice
-(:func:`lambdaflow.views.record_census` finds out without a shuffle), compute ``activity_by_product`` and
+``lambdaflow batch --hour H | --from A --to B | --all``, the ``weblogs_batch`` and ``weblogs_full_recompute``
+DAGs' tasks (``@task.pyspark`` clients of the deployment's Spark Connect server) and
+``spark_jobs/batch_recompute.py`` (the same under ``spark-submit``) read only the landing-zone partitions ``timestamp_hour=<h>`` of the hours
+asked for, de-duplicate on (topic, kafka_partition, kafka_offset) when a Kafka record landed twice (the commit
+log proves it did not when every hour holds at most the rows its manifests landed; otherwise
+:func:`lambdaflow.views.record_census` finds out without a shuffle), compute ``activity_by_product`` and
 ``visitors_by_product`` exactly (:mod:`lambdaflow.views`) and replace exactly those hours.
 
 Layout under ``{batch_root}`` (``/lambda/batch``)::
@@ -61,7 +63,10 @@ Rules:
   batch read of the hour does this first); staged files without a record were never committed, so roll
   back (delete ``_compact/<h>/``; done by the next compaction of the hour, under its lock).
 
-Modules: :mod:`.layout` (paths, constants, time helpers, state readers, the JVM filesystem),
+Any Spark session works (Spark Connect, local, spark-submit): the bookkeeping never needs the driver's
+JVM, it goes over WebHDFS (:class:`BatchFs`, a :class:`lambdaflow.storage.fs.WebFs`).
+
+Modules: :mod:`.layout` (paths, constants, time helpers, state readers, the batch file system),
 :mod:`.completeness`, :mod:`.validation`, :mod:`.late`, :mod:`.locks`, :mod:`.recompute`,
 :mod:`.compaction`, :mod:`.cli`. Everything is re-exported here (``from lambdaflow import batch;
 batch.<name>``); a test that replaces a function patches the module that calls it.

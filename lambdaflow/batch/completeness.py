@@ -26,7 +26,10 @@ def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lat
     first check after that, the topic's log-end offsets are recorded (``_observations/<h>.json``,
     kept across pokes and re-runs). The hour is *complete* once the landing positions (highest
     ``until_offset`` per partition in the commit log, compared as integers) have reached
-    those offsets, and ``allowed_lateness_s`` has passed since they were observed.
+    those offsets, and the wall clock is past ``end + allowed_lateness_s``: the lateness counts from
+    the hour's end, so an hour that ended long ago (a backfill's) is complete at the first poke once
+    landed, while a run right after the hour still gives late events their time. (Events later still
+    are late data: the next run recomputes their hour, :func:`late_hours`.)
     """
     from lambdaflow import kafka_admin
 
@@ -48,7 +51,7 @@ def landing_complete(settings: Settings, start_ms: int, end_ms: int, allowed_lat
               if positions.get(int(p), 0) < end}
     if behind:
         return False, f"landing zone behind the offsets observed after the hour closed: {behind} records"
-    wait_ms = observation["observed_at_ms"] + lateness_ms - now_ms
+    wait_ms = end_ms + lateness_ms - now_ms
     if wait_ms > 0:
         return False, f"landed up to the observed offsets; allowed lateness ends in {wait_ms / 1000:.0f} s"
     return True, f"hour {iso(start_ms)} complete: landed up to {observation['log_end_offsets']}"

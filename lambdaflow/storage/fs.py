@@ -1,4 +1,5 @@
-"""Atomic HDFS primitives, in one place, for the JVM (NameNode RPC) and for WebHDFS.
+"""Atomic HDFS primitives, in one place, for the JVM (NameNode RPC, :class:`JvmFs`) and for WebHDFS
+(:class:`WebFs`, the same operations for code without a JVM, e.g. a Spark Connect client).
 
 Each primitive is one NameNode operation, so concurrent callers are serialised by the NameNode:
 

@@ -430,7 +430,9 @@ def test_completeness_sensor_waits_until_the_landing_zone_reaches_the_log_end(sp
 
     assert writer.ingest()["batches"] == 1  # positions reach 10 everywhere
     assert batch.landing_complete(isolated, H0, H0 + HOUR, 0, client)[0]
-    done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 3600, client)
+    # the lateness counts from the hour's end: 29 h ago is past 1 h of lateness, not past 40 h
+    assert batch.landing_complete(isolated, H0, H0 + HOUR, 3600, client)[0]
+    done, reason = batch.landing_complete(isolated, H0, H0 + HOUR, 40 * 3600, client)
     assert not done and "allowed lateness" in reason
 
 

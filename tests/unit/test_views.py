@@ -112,3 +112,23 @@ def test_record_census_counts_rows_and_distinct_kafka_records(spark, events) -> 
     assertDataFrameEqual(census, spark.createDataFrame(
         [("weblogs", p, n + 30, n) for p, n in per_partition.items()],
         "topic string, kafka_partition int, rows long, records long"))
+
+
+def test_exact_views_in_one_aggregation_equal_both_views_and_count_rows_and_flags(spark) -> None:
+    from pyspark.sql import functions as F
+
+    events = make_events(3000, seed=13)
+    df = spark.createDataFrame(events, EVENT_SCHEMA)
+    both = views.exact_views(df, {"even_offsets": F.col("kafka_offset") % 2 == 0})
+    assertDataFrameEqual(both.select(*views.ACTIVITY_COLUMNS), spark.createDataFrame(expected_activity(events),
+                                                                                     ACTIVITY_SCHEMA))
+    assertDataFrameEqual(both.select(*views.VISITORS_COLUMNS),
+                         spark.createDataFrame(expected_visitors(events),
+                                               "product string, timestamp_hour long, unique_visitors long"))
+    rows, even = Counter(), Counter()
+    for _, _, offset, hour, product, _, _ in events:
+        rows[(product, hour)] += 1
+        even[(product, hour)] += offset % 2 == 0
+    assertDataFrameEqual(both.select("product", "timestamp_hour", "rows", "even_offsets"),
+                         spark.createDataFrame([(p, h, n, even[(p, h)]) for (p, h), n in rows.items()],
+                                               "product string, timestamp_hour long, rows long, even_offsets long"))
