@@ -18,6 +18,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "ingest.ratio_vs_naive_spark": (">=", 1.0),
     "ingest.ratio_vs_consumer_perf_test": (">=", 0.3),
     "ingest.latency_p99_s": ("<=", 3.0),
+    "ingest.latency_p99_s_at_1k": ("<=", 2.0),
+    "memory.stack_peak_rss_gib": ("<=", 6.0),
     "batch.ratio_vs_duckdb": ("<=", 3.0),
     "batch.history_growth_ratio": ("<=", 1.2),
     "batch.backfill_hours_per_min": (">=", 12.0),
@@ -31,7 +33,8 @@ EXPECTED_KEYS: dict[str, tuple[str, ...]] = {
                  "producer.ratio_vs_perf_test", "producer.ratio_vs_naive"),
     "ingest": ("ingest.rows_per_s", "ingest.naive_spark_rows_per_s", "ingest.consumer_perf_test_rows_per_s",
                "ingest.ratio_vs_naive_spark", "ingest.ratio_vs_consumer_perf_test", "ingest.latency_p50_s",
-               "ingest.latency_p99_s"),
+               "ingest.latency_p99_s", "ingest.latency_p99_s_at_1k", "ingest.sustained_events_per_s",
+               "memory.stack_peak_rss_gib"),
     "batch": ("batch.seconds", "batch.duckdb_seconds", "batch.ratio_vs_duckdb", "batch.history_growth_ratio",
               "batch.backfill_hours_per_min"),
     "ops": tuple(f"ops.{op}_s_at_{n}" for op in ("lag", "completeness", "recovery", "dashboard") for n in ("1k", "100k"))

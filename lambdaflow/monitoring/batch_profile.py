@@ -33,11 +33,11 @@ class CountingFs:
     calls, the lower bound of RPCs (``list_files_recursive`` lists each directory it walks)."""
 
     def __init__(self, fs) -> None:
-        self._fs = fs
+        self._counted_fs = fs
         self.calls: Counter[str] = Counter()
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._fs, name)
+        attribute = getattr(self._counted_fs, name)
         if name.startswith("_") or not callable(attribute):
             return attribute
 

@@ -10,6 +10,7 @@ class FakeFs:
     def __init__(self) -> None:
         self.renamed: list[tuple[str, str]] = []
         self._private = "kept"
+        self._fs = "the wrapped object's own _fs"  # JvmLogStore reaches JvmFs._fs (the Hadoop FileSystem)
 
     def try_rename(self, src: str, dst: str) -> bool:
         self.renamed.append((src, dst))
@@ -28,7 +29,7 @@ def test_counting_fs_counts_calls_per_method_and_still_calls_through() -> None:
     fs.mkdirs("/x")
     assert inner.renamed == [("/a", "/b"), ("/c", "/d")]
     assert batch_profile.calls_since(before, fs.snapshot()) == {"mkdirs": 1, "try_rename": 2}
-    assert fs._private == "kept"
+    assert fs._private == "kept" and fs._fs == "the wrapped object's own _fs"
 
 
 def test_profile_document_counts_steps_files_and_hdfs_calls_and_round_trips_through_its_log_line() -> None:

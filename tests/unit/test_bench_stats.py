@@ -159,3 +159,14 @@ def test_results_table_shows_goals_verdicts_and_errors() -> None:
     assert row["ingest.latency_p99_s"] == ["4.2", "<=", "3", "NO"]
     assert row["batch.ratio_vs_duckdb"] == ["error", "<=", "3", "?"]
     assert lines[-1] == "batch: error: RuntimeError: boom"
+
+
+def test_lag_bounded_passes_a_swinging_lag_and_fails_a_growing_one() -> None:
+    from bench.ingest_bench import lag_bounded, next_probe
+
+    swinging = [(t, 5000 if t % 4 else 1000) for t in range(0, 120, 2)]
+    assert lag_bounded(swinging, rate=5000)["bounded"] is True
+    growing = [(t, 2000 * t) for t in range(0, 120, 2)]  # 2,000 records/s more than it lands
+    verdict = lag_bounded(growing, rate=5000)
+    assert verdict["bounded"] is False and verdict["lag_slope_per_s"] == 2000.0
+    assert next_probe(5000, 20000) == 12500 and next_probe(0, 5000) == 2500
