@@ -36,7 +36,31 @@ def _java_class(exc: BaseException) -> str:
     return java.getClass().getName() if java is not None else ""
 
 
-class JvmFs:
+class _Renames:
+    """Renames on top of a file system's one ``_rename_once`` (the NameNode's ``rename``: moves a
+    source *into* an existing destination directory; False when it did nothing)."""
+
+    def mkdirs(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _rename_once(self, src: str, dst: str) -> bool:
+        raise NotImplementedError
+
+    def rename(self, src: str, dst: str, make_parent: bool = True) -> None:
+        """Atomic rename; raises when the source is missing or the destination exists (the parent
+        of the destination is created first unless ``make_parent`` is False)."""
+        if not self.try_rename(src, dst, make_parent):
+            raise OSError(f"HDFS rename {src} -> {dst} failed (missing source or existing destination?)")
+
+    def try_rename(self, src: str, dst: str, make_parent: bool = False) -> bool:
+        """Atomic rename; False when the source is missing, the destination exists or its parent is missing."""
+        parent = dst.rsplit("/", 1)[0]
+        if parent and make_parent:
+            self.mkdirs(parent)
+        return self._rename_once(src, dst)
+
+
+class JvmFs(_Renames):
     """The Hadoop FileSystem API through a SparkSession's JVM (renames and small files over RPC)."""
 
     def __init__(self, spark, base_uri: str) -> None:
@@ -99,17 +123,7 @@ class JvmFs:
     def delete(self, path: str, recursive: bool = True) -> bool:
         return bool(self._fs.delete(self._path(path), recursive))
 
-    def rename(self, src: str, dst: str, make_parent: bool = True) -> None:
-        """Atomic rename; raises when the source is missing or the destination exists (the parent
-        of the destination is created first unless ``make_parent`` is False)."""
-        if not self.try_rename(src, dst, make_parent):
-            raise OSError(f"HDFS rename {src} -> {dst} failed (missing source or existing destination?)")
-
-    def try_rename(self, src: str, dst: str, make_parent: bool = False) -> bool:
-        """Atomic rename; False when the source is missing, the destination exists or its parent is missing."""
-        parent = dst.rsplit("/", 1)[0]
-        if parent and make_parent:
-            self.mkdirs(parent)
+    def _rename_once(self, src: str, dst: str) -> bool:
         return bool(self._fs.rename(self._path(src), self._path(dst)))
 
     def replace(self, src: str, dst: str) -> None:
@@ -203,7 +217,7 @@ def web_write_json(client, path: str, document: Any) -> None:
     web_write_atomic(client, path, json.dumps(document, sort_keys=True))
 
 
-class WebFs:
+class WebFs(_Renames):
     """The same operations as :class:`JvmFs` over WebHDFS, for code that has no JVM of its own: the
     batch layer runs its DataFrames on a Spark Connect server and its bookkeeping (locks, renames,
     hour records) from plain Python. A :class:`~lambdaflow.storage.commit_log.LogStore` too.
@@ -275,15 +289,7 @@ class WebFs:
     def delete(self, path: str, recursive: bool = True) -> bool:
         return bool(self.client.delete(path, recursive=recursive))
 
-    def rename(self, src: str, dst: str, make_parent: bool = True) -> None:
-        """Atomic rename; raises when the source is missing or the destination exists."""
-        if not self.try_rename(src, dst, make_parent):
-            raise OSError(f"HDFS rename {src} -> {dst} failed (missing source or existing destination?)")
-
-    def try_rename(self, src: str, dst: str, make_parent: bool = False) -> bool:
-        parent = dst.rsplit("/", 1)[0]
-        if parent and make_parent:
-            self.mkdirs(parent)
+    def _rename_once(self, src: str, dst: str) -> bool:
         response = self.client._rename(src, destination=self.client.resolve(dst))
         return bool(response.json()["boolean"])
 
