@@ -35,12 +35,13 @@ HDFS_NAMENODE = "hdfs-namenode"
 HDFS_DATANODE = "hdfs-datanode"
 SPARK_MASTER = "spark-master"
 SPARK_WORKER = "spark-worker"
+SPARK_CONNECT = "spark-connect"          # the batch layer's long-lived Spark application (gRPC)
 POSTGRES = "postgres"                    # Airflow's metadata DB
 AIRFLOW_API_SERVER = "airflow-api-server"
 AIRFLOW_SCHEDULER = "airflow-scheduler"
 AIRFLOW_DAG_PROCESSOR = "airflow-dag-processor"
 AIRFLOW_TRIGGERER = "airflow-triggerer"
-ROLES = (KAFKA_BROKER, HDFS_NAMENODE, HDFS_DATANODE, SPARK_MASTER, SPARK_WORKER, POSTGRES,
+ROLES = (KAFKA_BROKER, HDFS_NAMENODE, HDFS_DATANODE, SPARK_MASTER, SPARK_WORKER, SPARK_CONNECT, POSTGRES,
          AIRFLOW_API_SERVER, AIRFLOW_SCHEDULER, AIRFLOW_DAG_PROCESSOR, AIRFLOW_TRIGGERER)
 
 # Spark applications of the pipeline, each with its own core cap on a standalone master.
@@ -276,8 +277,11 @@ class Topology:
     def memory_mb(self) -> int:
         """Heap caps of every daemon plus the Spark executors and drivers the workers may host."""
         total = sum(to_mb(s.heap) for s in self.services if s.heap)
-        for app in self.spark_apps.values():
-            total += to_mb(app.get("spark.driver.memory", "1g"))
+        # a Spark Connect service is the batch application's driver: its heap is counted above
+        served = {BATCH} if self.by_role(SPARK_CONNECT) else set()
+        for name, app in self.spark_apps.items():
+            if name not in served:
+                total += to_mb(app.get("spark.driver.memory", "1g"))
             if not self.spark_local_master:
                 executors = int(app["spark.cores.max"]) // int(app["spark.executor.cores"])
                 total += executors * to_mb(app["spark.executor.memory"])
@@ -316,6 +320,9 @@ LOCAL = Topology(
                           "dfs.permissions.enabled": "false", "dfs.webhdfs.enabled": "true"}),
         Service("datanode", HDFS_DATANODE, {"data": 9866, "http": 9864, "ipc": 9867}, data_dir="hdfs/data",
                 heap="384m", depends_on=("namenode",)),
+        # the batch application's driver: its heap is the batch app's spark.driver.memory
+        Service("spark-connect", SPARK_CONNECT, {"grpc": 15002}, heap=_LOCAL_SPARK["spark.driver.memory"],
+                depends_on=("namenode",)),
         Service("postgres", POSTGRES, {"postgres": 5433}, data_dir="postgres", heap="64m"),
         Service("airflow-api-server", AIRFLOW_API_SERVER, {"http": 8080}, depends_on=("postgres",),
                 settings={"AIRFLOW__CORE__PARALLELISM": "4"}),

@@ -153,6 +153,7 @@ def test_local_topology_is_todays_local_deployment() -> None:
         "HDFS_DATANODE_HTTP_PORT": LOCAL.service("datanode").port("http"),
         "HDFS_DATANODE_IPC_PORT": LOCAL.service("datanode").port("ipc"),
         "AIRFLOW_PORT": LOCAL.service("airflow-api-server").port("http"),
+        "SPARK_CONNECT_PORT": LOCAL.service("spark-connect").port("grpc"),
         "AIRFLOW_DB_PORT": LOCAL.service("postgres").port("postgres"),
     }
     assert defaults == expected
