@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LF := $(BIN)/lambdaflow
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv jars up down status test unit demo bench lock clean
+.PHONY: help venv jars up down status test unit demo bench chaos lock clean
 
 help:
 	@echo "make demo    set up everything and run the whole pipeline through Airflow"
@@ -15,6 +15,7 @@ help:
 	@echo "make up TOPOLOGY=cluster   3 Kafka brokers, NameNode + 2 DataNodes, Spark master + 2 workers"
 	@echo "make clean   stop everything and delete .run/ (data of Kafka, HDFS and Airflow's PostgreSQL, logs)"
 	@echo "make bench   benchmarks -> bench/results/latest.json"
+	@echo "make chaos   faults on the cluster topology while events flow -> bench/results/chaos-latest.json"
 
 venv: $(STAMP)
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -52,8 +53,14 @@ test: jars
 unit: jars
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# TOPOLOGY=cluster: the whole pipeline on the cluster topology (its own Airflow on PostgreSQL, port 28080)
 demo: jars
-	$(LF) demo
+	$(if $(TOPOLOGY),LAMBDAFLOW_TOPOLOGY=$(TOPOLOGY)) $(LF) demo
+
+# Faults while events flow, on the cluster topology (started when not up): bench/results/chaos-latest.json.
+# CHAOS_ARGS="--faults kill-ingest kill-broker" runs some; "--smoke" each once with small counts.
+chaos: jars
+	LAMBDAFLOW_TOPOLOGY=cluster $(LF) chaos $(CHAOS_ARGS)
 
 bench: jars
 	$(LF) up --services kafka namenode datanode postgres spark-connect

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "list quarantined records by reason; replay them through today's parser (those that pass land once)"),
     "demo": ("lambdaflow.demo", "the whole pipeline end to end through Airflow"),
     "maintenance": ("lambdaflow.maintenance", "roll-ups, retention, hour merges and clean-up of leftovers"),
+    "chaos": ("lambdaflow.chaos", "scripted faults on the cluster topology while events flow, each fully accounted"),
 }
 
 
@@ -129,9 +130,30 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that address one deployment's services besides `up`, `down` and `status`
+_DEPLOYMENT_COMMANDS = {"kafka-tool", "airflow", "db-shell"}
+
+
+def _enter_cluster_environment(argv: list[str]) -> None:
+    """A job command addressing the cluster topology runs in the cluster's environment (its run
+    directory, Airflow, PostgreSQL and Spark Connect ports: lambdaflow.stack.cluster.environment):
+    this process is replaced by the same command in it."""
+    from lambdaflow.config import topology_name
+
+    if topology_name() != "cluster":
+        return
+    from lambdaflow.stack import cluster
+
+    if cluster.in_environment():
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "lambdaflow.cli", *argv], cluster.environment())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
+    if selected in _DEPLOYMENT_COMMANDS or (selected in COMMANDS and COMMANDS[selected][0] != __name__):
+        _enter_cluster_environment(argv)
     if argv[:1] == ["db-shell"] and argv[1:2] not in (["-h"], ["--help"]):  # psql's own options pass through
         return _run_stack(argparse.Namespace(command="db-shell", args=argv[1:]))
     args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)

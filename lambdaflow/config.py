@@ -34,15 +34,15 @@ def topology_name() -> str:
     return name or "local"
 
 
-def _topology_addresses() -> tuple[str, str, str] | None:
-    """(Kafka bootstrap, HDFS URL, WebHDFS URL) of a topology other than the local one, else None
-    (the local deployment's ports, which `KAFKA_PORT` etc. can move)."""
+def _topology_addresses() -> tuple[str, str, str, str] | None:
+    """(Kafka bootstrap, HDFS URL, WebHDFS URL, Spark Connect URL) of a topology other than the
+    local one, else None (the local deployment's ports, which `KAFKA_PORT` etc. can move)."""
     if topology_name() in ("local", "single"):
         return None
     from lambdaflow.stack.topology import topology
 
     topo = topology(topology_name())
-    return topo.kafka_bootstrap(), topo.hdfs_url(), topo.webhdfs_url()
+    return topo.kafka_bootstrap(), topo.hdfs_url(), topo.webhdfs_url(), topo.spark_connect_url()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,17 +62,18 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """Addresses default to the chosen topology's (``topology_name()``): for the local one its
-        ports, which `KAFKA_PORT` etc. can move. KAFKA_BOOTSTRAP, HDFS_URL, WEBHDFS_URL win over both."""
+        ports, which `KAFKA_PORT` etc. can move. KAFKA_BOOTSTRAP, HDFS_URL, WEBHDFS_URL and
+        LAMBDAFLOW_SPARK_CONNECT win over both."""
         cluster = _topology_addresses()
         if cluster:
-            kafka, hdfs_url, webhdfs_url = cluster
-            return cls._from_env(kafka, hdfs_url, webhdfs_url)
+            return cls._from_env(*cluster)
         return cls._from_env(f"localhost:{_env('KAFKA_PORT', '9092')}",
-                                 f"hdfs://localhost:{_env('HDFS_NAMENODE_PORT', '8020')}",
-                                 f"http://localhost:{_env('HDFS_HTTP_PORT', '9870')}")
+                             f"hdfs://localhost:{_env('HDFS_NAMENODE_PORT', '8020')}",
+                             f"http://localhost:{_env('HDFS_HTTP_PORT', '9870')}",
+                             f"sc://localhost:{_env('SPARK_CONNECT_PORT', '15002')}")
 
     @classmethod
-    def _from_env(cls, kafka_bootstrap: str, hdfs_url: str, webhdfs_url: str) -> "Settings":
+    def _from_env(cls, kafka_bootstrap: str, hdfs_url: str, webhdfs_url: str, spark_connect: str) -> "Settings":
         return cls(
             kafka_bootstrap=_env("KAFKA_BOOTSTRAP", kafka_bootstrap),
             topic=_env("LAMBDAFLOW_TOPIC", cls.topic),
@@ -82,7 +83,7 @@ class Settings:
             root=_env("LAMBDAFLOW_ROOT", cls.root).rstrip("/"),
             ingest_group=_env("LAMBDAFLOW_INGEST_GROUP", cls.ingest_group),
             rollup_every=int(_env("LAMBDAFLOW_ROLLUP_EVERY", str(cls.rollup_every))),
-            spark_connect=_env("LAMBDAFLOW_SPARK_CONNECT", f"sc://localhost:{_env('SPARK_CONNECT_PORT', '15002')}"),
+            spark_connect=_env("LAMBDAFLOW_SPARK_CONNECT", spark_connect),
         )
 
     def replace(self, **changes) -> "Settings":

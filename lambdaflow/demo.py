@@ -25,7 +25,7 @@ import sys
 import time
 
 from lambdaflow import hdfs, kafka_admin, landing, stack, timeutil
-from lambdaflow.config import Settings
+from lambdaflow.config import Settings, topology_name
 from lambdaflow.errors import UserError
 from lambdaflow.storage import commit_log
 
@@ -56,6 +56,7 @@ class Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.settings = stack.default_settings()
+        self.topology = topology_name()
         self.deadline = time.monotonic() + args.timeout
         self.token = ""
 
@@ -73,7 +74,7 @@ class Demo:
                 if getattr(exc, "code", None) is None and isinstance(exc, OSError) and attempt < 4:
                     say(f"  Airflow API unreachable ({exc}); restarting what died (lambdaflow up)")
                     try:
-                        stack.up(quiet=True)
+                        self.up(quiet=True)
                         self.token = stack.api_token()
                     except (stack.ServiceError, OSError) as again:
                         say(f"  not yet: {str(again).splitlines()[0]}")
@@ -96,7 +97,7 @@ class Demo:
                 # a daemon that died (kill -9 of the scheduler...) is started again, as a process
                 # supervisor would; a no-op taking well under a second while everything is up
                 try:
-                    restarted = [name for name, started in stack.up(quiet=True).items() if started]
+                    restarted = [name for name, started in self.up(quiet=True).items() if started]
                 except stack.ServiceError as exc:  # e.g. another daemon died while this one booted
                     say(f"  restarting what died did not finish ({str(exc).splitlines()[0]}); trying again")
                     restarted = []
@@ -105,10 +106,20 @@ class Demo:
                 supervised = time.monotonic()
             time.sleep(every)
 
+    def up(self, quiet: bool = False) -> dict[str, bool]:
+        """``lambdaflow up`` of the topology the demo runs on (the cluster's in its own environment,
+        which `lambdaflow demo` enters: lambdaflow.cli)."""
+        if self.topology == "cluster":
+            from lambdaflow.stack import cluster
+
+            return cluster.up(quiet=quiet)
+        return stack.up(quiet=quiet)
+
     # ---------------------------------------------------------------------------------- steps
     def run(self) -> int:
-        say("step 1/6: starting Kafka, HDFS, PostgreSQL and Airflow (a no-op for what is already up)")
-        stack.up()
+        say(f"step 1/6: starting Kafka, HDFS, Spark, PostgreSQL and Airflow of the {self.topology} topology "
+            "(a no-op for what is already up)")
+        self.up()
         self.token = stack.api_token()
         stack.wait_for_dags(DAGS, timeout_s=240)
         client = hdfs.client(self.settings)
@@ -280,20 +291,14 @@ class Demo:
         return 0 if ok else 1
 
     def _duplicates(self) -> int:
-        """(partition, offset) pairs present more than once across landing zone and quarantine, at rest."""
-        from pyspark.sql import functions as F
+        """(partition, offset) pairs present more than once across landing zone and quarantine, at rest
+        (through the batch layer's Spark Connect server: on a cluster no other application has cores)."""
+        from lambdaflow.monitoring import accounting
+        from lambdaflow.spark import batch_session
 
-        from lambdaflow.spark import session
-
-        client = hdfs.client(self.settings)
-        spark = session("lambdaflow-demo-check", self.settings)
+        spark = batch_session("lambdaflow-demo-check", self.settings, log=say)
         try:
-            coords = ["kafka_partition", "kafka_offset"]
-            frames = [spark.read.parquet(self.settings.uri(p)).select(*coords)
-                      for p in (self.settings.landing_path, self.settings.quarantine_path)
-                      if client.status(p, strict=False) and any(not n.startswith("_") for n in client.list(p))]
-            union = frames[0].unionByName(frames[1]) if len(frames) == 2 else frames[0]
-            return int(union.groupBy(*coords).count().where(F.col("count") > 1).count())
+            return accounting.account(spark, self.settings)["duplicated"]
         finally:
             spark.stop()
 

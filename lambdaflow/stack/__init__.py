@@ -20,7 +20,7 @@ from lambdaflow.stack.services import (
 )
 from lambdaflow.stack import ingest_service, jars
 
-__all__ = ["up", "down", "status", "kafka_tool_command", "airflow_env", "ServiceError", "SERVICES",
+__all__ = ["up", "down", "status", "stop_jobs", "kafka_tool_command", "airflow_env", "ServiceError", "SERVICES",
            "RUN_DIR", "LOG_DIR", "default_settings"]
 
 CORE = ["kafka", "namenode", "datanode"]
@@ -74,7 +74,7 @@ def down(services: list[str] | None = None, quiet: bool = False) -> list[str]:
         raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
     stopped = []
     if services is None:
-        stopped += _stop_strays(quiet)  # the streaming ingest and other jobs with a pid file
+        stopped += stop_jobs(quiet)  # the streaming ingest and other jobs with a pid file
     for name in AIRFLOW + SPARK + METADATA_DB + list(reversed(CORE)):
         if name in names and SERVICES[name].stop():
             stopped.append(name)
@@ -88,14 +88,16 @@ def down(services: list[str] | None = None, quiet: bool = False) -> list[str]:
     return stopped
 
 
-def _stop_strays(quiet: bool) -> list[str]:
-    """Jobs with a pid file that are not daemons of `up` (the streaming ingest service, a
-    `lambdaflow ingest` in the background), each in a session of its own."""
+def stop_jobs(quiet: bool, pid_dir=None, services=None) -> list[str]:
+    """Jobs with a pid file in ``pid_dir`` (the stack's) that are not daemons of `up` (the streaming
+    ingest service, a `lambdaflow ingest` in the background), each in a session of its own."""
     from lambdaflow.stack.daemon import PID_DIR, kill_session, session_members
 
+    pid_dir = PID_DIR if pid_dir is None else pid_dir
+    services = SERVICES if services is None else services
     stopped = []
-    for pid_file in PID_DIR.glob("*.pid"):
-        if pid_file.stem in SERVICES:
+    for pid_file in pid_dir.glob("*.pid"):
+        if pid_file.stem in services:
             continue
         try:
             pid = int(pid_file.read_text())
@@ -103,7 +105,7 @@ def _stop_strays(quiet: bool) -> list[str]:
             pid = -1
         if pid > 0 and session_members(pid):
             if pid_file.stem.startswith(ingest_service.NAME):  # the running batch commits first
-                ingest_service.daemon(name=pid_file.stem).stop()
+                ingest_service.finish_batch_then_exit(pid)
             kill_session(pid, timeout_s=30)
             stopped.append(pid_file.stem)
             if not quiet:

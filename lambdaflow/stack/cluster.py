@@ -7,8 +7,12 @@ and 2 workers (``spark-class`` of the pyspark distribution in the virtualenv). P
 settings are the topology's; pid files, logs, configuration and data live under ``.run/cluster/``,
 apart from the local stack's, so both can run side by side and each can be stopped alone.
 
-Airflow and its PostgreSQL are not part of this module yet: the topology's api-server and
-PostgreSQL are not started by ``up --topology cluster``.
+The cluster's Spark Connect server, PostgreSQL and Airflow daemons are the local stack's
+(``lambdaflow.stack.services``) run in the cluster's environment (:func:`environment`: its run
+directory ``.run/cluster``, its ports, ``LAMBDAFLOW_TOPOLOGY=cluster``), so there is one definition
+of each; ``up`` starts them through ``python -m lambdaflow.stack up NAME...`` in that environment,
+after the JVM daemons they depend on. Every ``lambdaflow`` job command (produce, ingest, batch,
+demo, ...) addressing the cluster runs in the same environment (``lambdaflow.cli``).
 
 Which topology commands address: env ``LAMBDAFLOW_TOPOLOGY``, else the one the last
 ``lambdaflow up --topology`` chose (``.run/topology``), else ``local`` (``lambdaflow.config``).
@@ -20,6 +24,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,17 +34,23 @@ from lambdaflow.config import TOPOLOGY_FILE, Settings, topology_name
 from lambdaflow.stack import jars
 from lambdaflow.stack.daemon import RUN_DIR, Daemon, ServiceError, port_open, session_members
 from lambdaflow.stack.topology import (
-    HDFS_DATANODE, HDFS_NAMENODE, KAFKA_BROKER, SPARK_MASTER, SPARK_WORKER, Service, Topology, topology,
+    AIRFLOW_API_SERVER, AIRFLOW_DAG_PROCESSOR, AIRFLOW_SCHEDULER, AIRFLOW_TRIGGERER, HDFS_DATANODE, HDFS_NAMENODE,
+    KAFKA_BROKER, POSTGRES, SPARK_CONNECT, SPARK_MASTER, SPARK_WORKER, Service, Topology, topology,
 )
 
 TOPOLOGY: Topology = topology("cluster")
-CLUSTER_DIR = RUN_DIR / "cluster"
+# A process in the cluster's environment has LAMBDAFLOW_RUN_DIR=.run/cluster: this stays the same dir
+CLUSTER_DIR = Path(os.environ.get("LAMBDAFLOW_CLUSTER_DIR") or RUN_DIR / "cluster")
 LOG_DIR = CLUSTER_DIR / "logs"
 PID_DIR = CLUSTER_DIR / "pids"
 DATA_DIR = CLUSTER_DIR / "data"
 CONF_DIR = CLUSTER_DIR / "conf"
-# the roles this module starts, in start-up order
-ROLES = (KAFKA_BROKER, HDFS_NAMENODE, HDFS_DATANODE, SPARK_MASTER, SPARK_WORKER)
+# the roles of the JVM daemons this module starts itself, in start-up order
+JVM_ROLES = (KAFKA_BROKER, HDFS_NAMENODE, HDFS_DATANODE, SPARK_MASTER, SPARK_WORKER)
+# the roles the local stack's code runs in the cluster's environment, in start-up order
+STACK_ROLES = (SPARK_CONNECT, POSTGRES, AIRFLOW_API_SERVER, AIRFLOW_SCHEDULER, AIRFLOW_DAG_PROCESSOR,
+               AIRFLOW_TRIGGERER)
+ROLES = JVM_ROLES + STACK_ROLES
 
 
 class ClusterDaemon(Daemon):
@@ -291,12 +302,105 @@ def _spark_daemon(service: Service) -> ClusterDaemon:
                          ports=tuple(service.ports.values()), prepare=lambda: _prepare_spark(service))
 
 
+# ------------------------------------------- Spark Connect, PostgreSQL, Airflow: the stack's code
+# Variables that address one deployment: a process in the cluster's environment takes its own
+_ADDRESS_VARS = ("KAFKA_BOOTSTRAP", "HDFS_URL", "WEBHDFS_URL", "SPARK_MASTER", "LAMBDAFLOW_SPARK_CONNECT",
+                 "AIRFLOW_HOME", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "HDFS_NAMENODE_PORT", "HDFS_HTTP_PORT",
+                 "HDFS_DATANODE_PORT", "HDFS_DATANODE_HTTP_PORT", "HDFS_DATANODE_IPC_PORT")
+
+
+def environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process addressing the cluster with the local stack's code: the
+    cluster's run directory and ports, ``LAMBDAFLOW_TOPOLOGY=cluster``, and none of another
+    deployment's addresses or Airflow settings (a test session exports the local one's)."""
+    base = dict(os.environ if base is None else base)
+    env = {k: v for k, v in base.items()
+           if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and k not in _ADDRESS_VARS}
+    env.update({
+        "LAMBDAFLOW_TOPOLOGY": TOPOLOGY.name,
+        "LAMBDAFLOW_RUN_DIR": str(CLUSTER_DIR),
+        "LAMBDAFLOW_CLUSTER_DIR": str(CLUSTER_DIR),
+        "AIRFLOW_PORT": str(TOPOLOGY.one(AIRFLOW_API_SERVER).port("http")),
+        "AIRFLOW_DB_PORT": str(TOPOLOGY.one(POSTGRES).port("postgres")),
+        "SPARK_CONNECT_PORT": str(TOPOLOGY.one(SPARK_CONNECT).port("grpc")),
+    })
+    return env
+
+
+def in_environment() -> bool:
+    """Whether this process runs in the cluster's environment (see :func:`environment`)."""
+    return (os.environ.get("LAMBDAFLOW_RUN_DIR") == str(CLUSTER_DIR)
+            and os.environ.get("LAMBDAFLOW_TOPOLOGY") == TOPOLOGY.name)
+
+
+def airflow_url() -> str:
+    return TOPOLOGY.airflow_url()
+
+
+def _airflow_health(component: str | None) -> bool:
+    with urlopen(f"{airflow_url()}/api/v2/monitor/health", timeout=3) as response:
+        health = json.load(response)
+    return component is None or health.get(component, {}).get("status") == "healthy"
+
+
+def _postgres_ready(service: Service) -> bool:
+    import psycopg2
+
+    if not port_open(service.port("postgres")):
+        return False
+    secrets = json.loads((CLUSTER_DIR / "airflow" / "lambdaflow-secrets.json").read_text())
+    psycopg2.connect(host="localhost", port=service.port("postgres"), user="airflow",
+                     password=secrets["db_password"], dbname="postgres", connect_timeout=3).close()
+    return True
+
+
+class StackService(ClusterDaemon):
+    """A service of the cluster run by the local stack's code in the cluster's environment: its pid
+    file and log are under ``.run/cluster/``, so status and stop work from here; ``up`` starts
+    every such service at once in a child process (``python -m lambdaflow.stack up``)."""
+
+    def launch(self, quiet: bool = False) -> bool:
+        return not self.is_up()
+
+    def wait_ready(self) -> None:
+        pass  # the child process waited for each
+
+
+_STACK_READY = {
+    SPARK_CONNECT: lambda s: port_open(s.port("grpc")),
+    POSTGRES: _postgres_ready,
+    AIRFLOW_API_SERVER: lambda s: _airflow_health(None),
+    AIRFLOW_SCHEDULER: lambda s: _airflow_health("scheduler"),
+    AIRFLOW_DAG_PROCESSOR: lambda s: _airflow_health("dag_processor"),
+    AIRFLOW_TRIGGERER: lambda s: _airflow_health("triggerer"),
+}
+
+
+def _stack_service(service: Service) -> StackService:
+    from lambdaflow.stack.services import _postgres_fast_shutdown
+
+    return StackService(name=service.name, command=lambda: [], ready=lambda: _STACK_READY[service.role](service),
+                        ports=tuple(service.ports.values()),
+                        shutdown=_postgres_fast_shutdown if service.role == POSTGRES else None)
+
+
+def _start_stack_services(names: list[str], quiet: bool) -> None:
+    """Start (and wait for) the named stack services in the cluster's environment."""
+    cmd = [sys.executable, "-m", "lambdaflow.stack", "up", *names] + (["--quiet"] if quiet else [])
+    result = subprocess.run(cmd, env=environment())
+    if result.returncode != 0:
+        raise ServiceError(f"starting the cluster's {', '.join(names)} failed (exit {result.returncode}); "
+                           f"logs in {LOG_DIR}")
+
+
 # ------------------------------------------------------------------------------------ the whole
 def _daemon(service: Service) -> ClusterDaemon:
     if service.role == KAFKA_BROKER:
         return _broker(service)
     if service.role in (HDFS_NAMENODE, HDFS_DATANODE):
         return _hdfs_daemon(service)
+    if service.role in STACK_ROLES:
+        return _stack_service(service)
     return _spark_daemon(service)
 
 
@@ -321,7 +425,7 @@ def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool
         jars.resolve(jar_set, quiet=quiet)
     started = {}
     for name in SERVICES:
-        if name in names:
+        if name in names and name not in _stack_names():
             started[name] = SERVICES[name].launch(quiet=quiet)
     for name in started:
         SERVICES[name].wait_ready()
@@ -329,7 +433,16 @@ def up(services: list[str] | None = None, quiet: bool = False) -> dict[str, bool
         _ensure_topic(quiet)
     if all(n in names for n in _names(HDFS_NAMENODE) + _names(HDFS_DATANODE)):
         _ensure_hdfs_tree()
+    stack_names = [n for n in _stack_names() if n in names]
+    for name in stack_names:
+        started[name] = SERVICES[name].launch(quiet=quiet)
+    if any(started[n] for n in stack_names):
+        _start_stack_services(stack_names, quiet)
     return started
+
+
+def _stack_names() -> list[str]:
+    return [s.name for role in STACK_ROLES for s in TOPOLOGY.by_role(role)]
 
 
 def _names(role: str) -> list[str]:
@@ -369,7 +482,10 @@ def down(quiet: bool = False) -> list[str]:
     """Stop every daemon of the cluster (Spark first, Kafka last), each with its whole session."""
     from concurrent.futures import ThreadPoolExecutor
 
-    stopped = []
+    from lambdaflow.stack import stop_jobs
+
+    # the streaming ingest and other jobs of the cluster's environment first (the batch commits)
+    stopped = stop_jobs(quiet, pid_dir=PID_DIR, services=SERVICES)
     # the brokers go together: stopped one by one, the last would wait for a quorum that is gone
     brokers = _names(KAFKA_BROKER)
     for group in [[n] for n in reversed(list(SERVICES)) if n not in brokers] + [brokers]:
@@ -421,10 +537,15 @@ def summary(topo: Topology, s: Settings) -> dict:
 
 
 def status() -> dict:
-    return {"services": {name: ("up" if d.is_up() else "down") for name, d in SERVICES.items()},
-            **summary(TOPOLOGY, settings()), "logs": str(LOG_DIR),
-            "airflow": {"started": False, "note": "the cluster topology's Airflow is not started by this "
-                        "checkout yet"}}
+    from lambdaflow.stack.services import AIRFLOW_USER
+
+    document = {"services": {name: ("up" if d.is_up() else "down") for name, d in SERVICES.items()},
+                **summary(TOPOLOGY, settings()), "logs": str(LOG_DIR),
+                "airflow": {"url": airflow_url(), "username": AIRFLOW_USER,
+                            "password_file": str(CLUSTER_DIR / "airflow" / "simple_auth_manager_passwords.json"),
+                            "metadata_db": "postgresql", "metadata_db_address": f"{TOPOLOGY.metadata_db_address()}/airflow"}}
+    document["spark"]["connect"] = TOPOLOGY.spark_connect_url()
+    return document
 
 
 # ---------------------------------------------------------------------- remembering the choice

@@ -266,6 +266,29 @@ def spark_services() -> dict[str, dict]:
     return services
 
 
+def spark_connect_service() -> dict[str, dict]:
+    """The batch layer's Spark Connect server: a driver on the Spark image, its executors on the
+    workers (the batch application's core cap), reached by the Airflow containers' batch tasks."""
+    server = CLUSTER.one(topo.SPARK_CONNECT)
+    conf = {**{k: v for k, v in CLUSTER.spark_conf(topo.BATCH, NET).items()
+               if k not in ("spark.master", "spark.driver.memory")},
+            **CLUSTER.spark_connect_server_conf(NET)}
+    command = ["spark-submit", "--class", topo.SPARK_CONNECT_CLASS, "--name", "lambdaflow-spark-connect",
+               "--master", CLUSTER.spark_master_url(NET), "--driver-memory", server.heap]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    return {server.name: {
+        **images()["spark"],
+        "hostname": server.name,
+        "restart": "unless-stopped",
+        "command": command,
+        "environment": {"HADOOP_USER_NAME": HDFS_USER},
+        "healthcheck": healthcheck(tcp_probe(server.name, server.port("grpc"))),
+        "depends_on": healthy(*[("hdfs-init" if CLUSTER.service(n).role == topo.HDFS_NAMENODE else n)
+                                for n in server.depends_on]),
+    }}
+
+
 def airflow_environment() -> dict[str, str]:
     namenode = CLUSTER.one(topo.HDFS_NAMENODE)
     master = CLUSTER.one(topo.SPARK_MASTER)
@@ -303,6 +326,7 @@ def airflow_environment() -> dict[str, str]:
         "WEBHDFS_URL": CLUSTER.webhdfs_url(NET),
         "HADOOP_USER_NAME": HDFS_USER,
         "SPARK_MASTER": CLUSTER.spark_master_url(NET),
+        "LAMBDAFLOW_SPARK_CONNECT": CLUSTER.spark_connect_url(NET),
         "SPARK_CONF_DIR": SPARK_CONF_DIR,
         # connections (ARCHITECTURE: kafka_default, spark_default, webhdfs_default through AIRFLOW_CONN_*)
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
@@ -310,6 +334,9 @@ def airflow_environment() -> dict[str, str]:
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
             {"conn_type": "spark", "host": f"spark://{master.name}", "port": master.port("rpc"),
              "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"}}),
+        "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": json.dumps(
+            {"conn_type": "spark_connect", "host": CLUSTER.one(topo.SPARK_CONNECT).name,
+             "port": CLUSTER.one(topo.SPARK_CONNECT).port("grpc")}),
         "AIRFLOW_CONN_WEBHDFS_DEFAULT": json.dumps(
             {"conn_type": "webhdfs", "host": namenode.name, "port": namenode.port("http"),
              "extra": {"hdfs_url": CLUSTER.hdfs_url(NET)}}),
@@ -394,7 +421,8 @@ def airflow_services() -> dict[str, dict]:
 
 
 def document() -> dict:
-    services = {**kafka_services(), **hdfs_services(), **spark_services(), **airflow_services()}
+    services = {**kafka_services(), **hdfs_services(), **spark_services(), **spark_connect_service(),
+                **airflow_services()}
     volumes = {}
     for service in services.values():
         for volume in service.get("volumes", []):

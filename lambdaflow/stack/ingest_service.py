@@ -56,10 +56,10 @@ def daemon(settings: Settings | None = None, name: str | None = None, trigger_in
 
     return Daemon(name=name, command=lambda: spark.submit_command("stream_ingest.py", args, settings),
                   ready=ready, env=lambda: spark.submit_env(settings), timeout_s=300.0,
-                  shutdown=_finish_batch_then_exit)
+                  shutdown=finish_batch_then_exit)
 
 
-def _finish_batch_then_exit(sid: int, timeout_s: float = 90.0) -> None:
+def finish_batch_then_exit(sid: int, timeout_s: float = 90.0) -> None:
     """SIGTERM to the Python driver only: it lets the running batch commit, stops the query and exits,
     and spark-submit's JVM with it. (SIGTERM to the whole session would take the JVM first.)"""
     import os

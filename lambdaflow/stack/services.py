@@ -23,6 +23,7 @@ from urllib.request import urlopen
 from lambdaflow.config import REPO_ROOT, Settings
 from lambdaflow.stack import jars
 from lambdaflow.stack.daemon import DATA_DIR, RUN_DIR, Daemon, port_open
+from lambdaflow.stack.topology import SPARK_CONNECT_CLASS
 
 CONF_DIR = Path(__file__).parent / "conf"
 VENV_BIN = Path(sys.executable).parent
@@ -261,7 +262,6 @@ def hdfs_tree(settings: Settings) -> list[str]:
 # The batch layer's Spark: one long-lived application (pyspark ships spark-connect_2.13.jar) that
 # Airflow's batch tasks and `lambdaflow batch` reach as thin gRPC clients (sc://localhost:15002), so
 # no batch task starts a JVM. The streaming ingest stays an application of its own.
-SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
 def spark_connect_url() -> str:
@@ -279,10 +279,7 @@ def _spark_connect_command() -> list[str]:
               or topology.spark_conf("batch", spark.topology_name()).get("spark.driver.memory", "1g"))
     conf = {key: value for key, value in spark.spark_conf(settings, "batch").items()
             if key not in ("spark.jars", "spark.driver.memory")}
-    conf.update({"spark.connect.grpc.binding.address": "localhost",
-                 "spark.connect.grpc.binding.port": str(SPARK_CONNECT_PORT),
-                 # batch tasks run side by side (a backfill's hours): share the cores fairly
-                 "spark.scheduler.mode": "FAIR"})
+    conf.update(topology.topology(spark.topology_name()).spark_connect_server_conf(port=SPARK_CONNECT_PORT))
     command = [str(VENV_BIN / "spark-submit"), "--class", SPARK_CONNECT_CLASS, "--name", "lambdaflow-spark-connect",
                "--master", spark.default_master(),
                "--driver-memory", memory]
@@ -525,12 +522,19 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
     s = _airflow_secrets()
     kafka_conn = {"conn_type": "kafka", "extra": {"bootstrap.servers": settings.kafka_bootstrap,
                                                    "group.id": settings.ingest_group}}
-    spark_conn = {"conn_type": "spark", "host": os.environ.get("SPARK_MASTER", "local[2]"),
+    from lambdaflow import spark
+    from lambdaflow.stack import topology
+
+    spark_conn = {"conn_type": "spark", "host": spark.default_master(),
                   "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"}}
     connect = urlparse(settings.spark_connect)
     spark_connect_conn = {"conn_type": "spark_connect", "host": connect.hostname, "port": connect.port or 15002}
-    webhdfs_conn = {"conn_type": "webhdfs", "host": "localhost", "port": NAMENODE_HTTP_PORT,
+    webhdfs = urlparse(settings.webhdfs_url)
+    webhdfs_conn = {"conn_type": "webhdfs", "host": webhdfs.hostname, "port": webhdfs.port or NAMENODE_HTTP_PORT,
                     "extra": {"hdfs_url": settings.hdfs_url}}
+    # the topology's own Airflow settings (the cluster's log-server and health-check ports, sizes)
+    topology_config = {k: v for k, v in topology.topology(spark.topology_name()).airflow_config().items()
+                       if k != "AIRFLOW__API__PORT"}  # AIRFLOW_PORT decides (the local one can move)
     env = {
         **settings.env(),
         "AIRFLOW_HOME": str(AIRFLOW_HOME),
@@ -574,6 +578,7 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "PYTHONUNBUFFERED": "1",
         "NO_PROXY": "*",
+        **topology_config,
     }
     return {**env, **{k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__") and k not in env}}
 

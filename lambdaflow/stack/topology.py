@@ -36,6 +36,7 @@ HDFS_DATANODE = "hdfs-datanode"
 SPARK_MASTER = "spark-master"
 SPARK_WORKER = "spark-worker"
 SPARK_CONNECT = "spark-connect"          # the batch layer's long-lived Spark application (gRPC)
+SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"  # in pyspark's jars
 POSTGRES = "postgres"                    # Airflow's metadata DB
 AIRFLOW_API_SERVER = "airflow-api-server"
 AIRFLOW_SCHEDULER = "airflow-scheduler"
@@ -153,6 +154,23 @@ class Topology:
             return None
         master = self.one(SPARK_MASTER)
         return f"http://{self.host(master, network)}:{master.port('ui')}"
+
+    def spark_connect_url(self, network: str = HOST) -> str:
+        """The batch layer's Spark Connect server (``sc://host:port``)."""
+        server = self.one(SPARK_CONNECT)
+        return f"sc://{self.host(server, network)}:{server.port('grpc')}"
+
+    def spark_connect_server_conf(self, network: str = HOST, port: int | None = None) -> dict[str, str]:
+        """What the Spark Connect server is submitted with on top of the batch application's conf:
+        the gRPC address it binds and, in compose, the driver address executors call back on."""
+        server = self.one(SPARK_CONNECT)
+        conf = {"spark.connect.grpc.binding.address": "localhost" if network == HOST else "0.0.0.0",
+                "spark.connect.grpc.binding.port": str(port or server.port("grpc")),
+                # batch tasks run side by side (a backfill's hours): share the cores fairly
+                "spark.scheduler.mode": "FAIR"}
+        if network != HOST:
+            conf.update({"spark.driver.host": server.name, "spark.driver.bindAddress": "0.0.0.0"})
+        return conf
 
     def airflow_url(self, network: str = HOST) -> str:
         api = self.one(AIRFLOW_API_SERVER)
@@ -419,8 +437,12 @@ def _cluster_services() -> tuple[Service, ...]:
                 data_dir=f"spark/worker-{i}", heap="512m", depends_on=("spark-master",),
                 settings={"cores": str(_WORKER_CORES), "memory": _WORKER_MEMORY})
         for i in range(1, _WORKERS + 1))
+    # the batch application's driver on the master (its executors count under BATCH below);
+    # 25002, not 15002 + 20000: ports stay below Linux's ephemeral range (32768 and up)
+    spark_connect = Service("spark-connect", SPARK_CONNECT, {"grpc": 25002}, heap=_SPARK_APPS[BATCH]["spark.driver.memory"],
+                            depends_on=("spark-master", "namenode"))
     postgres = Service("postgres", POSTGRES, {"postgres": 25433}, data_dir="postgres", heap="64m")
-    data = tuple(s.name for s in (*brokers, namenode, *datanodes, master, *workers))
+    data = tuple(s.name for s in (*brokers, namenode, *datanodes, master, *workers, spark_connect))
     airflow_common = {
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
@@ -438,7 +460,7 @@ def _cluster_services() -> tuple[Service, ...]:
         Service("airflow-triggerer", AIRFLOW_TRIGGERER, {"logs": 28794},
                 depends_on=("postgres", "airflow-api-server"), settings=airflow_common),
     )
-    return (*brokers, namenode, *datanodes, master, *workers, postgres, *airflow)
+    return (*brokers, namenode, *datanodes, master, *workers, spark_connect, postgres, *airflow)
 
 
 CLUSTER = Topology(

@@ -121,6 +121,45 @@ def test_a_spark_job_runs_on_the_standalone_master(running_cluster) -> None:
     client.delete(root, recursive=True)
 
 
+def test_the_clusters_airflow_runs_on_its_own_postgresql_with_connections_to_the_cluster(running_cluster) -> None:
+    document = json.loads(_lambdaflow("status", "--json", timeout=60).stdout)
+    assert document["airflow"]["url"] == "http://localhost:28080"
+    assert document["airflow"]["metadata_db_address"] == "localhost:25433/airflow"
+    assert document["spark"]["connect"] == "sc://localhost:25002"
+    for name in ("postgres", "spark-connect", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer"):
+        assert document["services"][name] == "up", name
+    # a job command addressing the cluster runs in its environment: its Airflow, its connections
+    result = _lambdaflow("airflow", "connections", "get", "spark_default", "-o", "json", timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (spark_default,) = json.loads(result.stdout)
+    assert spark_default["host"] == "spark://localhost:27077"
+    result = _lambdaflow("airflow", "config", "get-value", "database", "sql_alchemy_conn", timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("@localhost:25433/airflow"), result.stdout
+
+
+def test_chaos_smoke_loses_and_duplicates_nothing(running_cluster, tmp_path) -> None:
+    """`make chaos`'s harness, one occurrence of a few faults with small counts, so it cannot rot:
+    each fault ends with the landing zone and quarantine accounting for every acked record once."""
+    output = tmp_path / "chaos.json"
+    faults = ["kill-ingest", "kill-broker", "malformed-flood"]
+    result = _lambdaflow("chaos", "--smoke", "--seed", "7", "--faults", *faults, "--output", str(output),
+                         timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    document = json.loads(output.read_text())
+    assert document["topology"] == "cluster"
+    assert [f["fault"] for f in document["faults"]] == faults
+    for row in document["faults"]:
+        assert row["produced"] > 0 and row["occurrences"] == 1, row
+        assert (row["lost"], row["duplicated"]) == (0, 0), row
+        assert row["landed"] + row["quarantined"] == row["details"]["in_topic"] >= row["produced"], row
+        assert row["recovery_s"] is not None, row
+    flood = document["faults"][2]
+    assert flood["details"]["every_kind_injected"] and flood["details"]["quarantined_equals_injected"], flood
+    assert flood["quarantined"] > flood["landed"]
+    assert document["events_total"] == sum(f["produced"] for f in document["faults"])
+
+
 def test_down_stops_every_cluster_process(running_cluster) -> None:
     sessions = [d.recorded_pid() for d in cluster.SERVICES.values()]
     assert None not in sessions and cluster.processes()

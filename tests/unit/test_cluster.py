@@ -51,7 +51,9 @@ def test_spark_daemons_run_spark_class_of_the_venvs_pyspark_with_capped_heaps() 
 
 def test_every_cluster_daemon_keeps_its_pid_and_log_under_run_cluster() -> None:
     assert list(cluster.SERVICES) == ["kafka-1", "kafka-2", "kafka-3", "namenode", "datanode-1", "datanode-2",
-                                      "spark-master", "spark-worker-1", "spark-worker-2"]
+                                      "spark-master", "spark-worker-1", "spark-worker-2", "spark-connect",
+                                      "postgres", "airflow-api-server", "airflow-scheduler",
+                                      "airflow-dag-processor", "airflow-triggerer"]
     for daemon in cluster.SERVICES.values():
         assert daemon.pid_file.parent == cluster.PID_DIR and daemon.log_file.parent == cluster.LOG_DIR
     local_ports = {p for s in topology("local").services for p in s.ports.values()}
@@ -135,3 +137,31 @@ def test_down_without_topology_stops_the_cluster_then_hands_over_to_the_local_st
     assert calls == ["cluster"]  # neither touched the cluster
     assert cluster.run_command(argparse.Namespace(command="down", topology="cluster", services=None)) == 0
     assert calls == ["cluster", "cluster"]  # only the cluster: no hand-over
+
+
+def test_the_clusters_environment_is_its_own_deployment_and_drops_anothers_addresses() -> None:
+    local = {"KAFKA_BOOTSTRAP": "localhost:9092", "HDFS_URL": "hdfs://localhost:8020", "AIRFLOW_HOME": "/x",
+             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:p@localhost:5433/airflow",
+             "AIRFLOW_CONN_KAFKA_DEFAULT": "{}", "LAMBDAFLOW_SPARK_CONNECT": "sc://localhost:15002",
+             "LAMBDAFLOW_TOPIC": "weblogs", "PATH": "/usr/bin"}
+    env = cluster.environment(local)
+    assert env["LAMBDAFLOW_TOPOLOGY"] == "cluster"
+    assert env["LAMBDAFLOW_RUN_DIR"] == env["LAMBDAFLOW_CLUSTER_DIR"] == str(cluster.CLUSTER_DIR)
+    assert (env["AIRFLOW_PORT"], env["AIRFLOW_DB_PORT"], env["SPARK_CONNECT_PORT"]) == ("28080", "25433", "25002")
+    for key in ("KAFKA_BOOTSTRAP", "HDFS_URL", "AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW_CONN_KAFKA_DEFAULT", "LAMBDAFLOW_SPARK_CONNECT"):
+        assert key not in env
+    assert env["LAMBDAFLOW_TOPIC"] == "weblogs" and env["PATH"] == "/usr/bin"  # the user's own choices stay
+
+
+def test_settings_in_the_clusters_environment_address_the_cluster(monkeypatch) -> None:
+    from lambdaflow.config import Settings
+
+    for key, value in cluster.environment({}).items():
+        monkeypatch.setenv(key, value)
+    for key in ("KAFKA_BOOTSTRAP", "HDFS_URL", "WEBHDFS_URL", "LAMBDAFLOW_SPARK_CONNECT"):
+        monkeypatch.delenv(key, raising=False)
+    s = Settings.from_env()
+    assert s.kafka_bootstrap == "localhost:29092,localhost:29192,localhost:29292"
+    assert (s.hdfs_url, s.webhdfs_url) == ("hdfs://localhost:28020", "http://localhost:29870")
+    assert s.spark_connect == "sc://localhost:25002"

@@ -192,6 +192,9 @@ def binds(doc: dict, name: str) -> set[tuple[str, int]]:
         options = command_options(service)
         out.add((options["--host"], int(options["--port"])))
         out.add(("0.0.0.0", int(options["--webui-port"])))  # Spark's web UIs bind every interface
+    if "SparkConnectServer" in command:  # spark-submit --conf spark.connect.grpc.binding.*
+        conf = dict(re.findall(r"--conf (spark\.connect\.grpc\.binding\.\w+)=(\S+)", command))
+        out.add((conf["spark.connect.grpc.binding.address"], int(conf["spark.connect.grpc.binding.port"])))
     if command.startswith("postgres"):
         out.add(("0.0.0.0", int(re.search(r"-c port=(\d+)", command).group(1))))  # the image listens on '*'
     if command == "api-server":
@@ -652,7 +655,9 @@ BROKEN_DOCUMENTS = {
     "a missing DataNode": (
         check_matches_topology, lambda doc: doc["services"].pop("datanode-2")),
     "scheduler not waiting for HDFS": (
-        check_matches_topology, lambda doc: doc["services"]["airflow-scheduler"]["depends_on"].pop("hdfs-init")),
+        # directly or through the Spark Connect server it also waits for
+        check_matches_topology, lambda doc: [doc["services"][name]["depends_on"].pop("hdfs-init")
+                                             for name in ("airflow-scheduler", "spark-connect")]),
     "Kafka PLAINTEXT published on 0.0.0.0": (
         check_only_the_airflow_ui_is_published, _set(["services", "kafka-1", "ports"], ["29092:29092"])),
     "WebHDFS published on 0.0.0.0": (
