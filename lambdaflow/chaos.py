@@ -268,6 +268,12 @@ class Harness:
             return self.restart_scheduler(plan)
         settings = self.isolated(fault)
         ingest = self.ingest(settings)
+        try:
+            return self._run_isolated(fault, plan, settings, ingest)
+        finally:
+            ingest.stop()  # also when the fault failed: no stray stream keeps a cluster's cores
+
+    def _run_isolated(self, fault: str, plan: Plan, settings: Settings, ingest) -> dict:
         started = time.monotonic()
         self.supervise(ingest)
         details: dict = {"ingest_start_s": round(time.monotonic() - started, 1)}
@@ -314,7 +320,7 @@ class Harness:
             (topic,) = admin.describe_topics([settings.topic])
         finally:
             admin.close()
-        leaders = [p["leader"] for p in topic["partitions"]]
+        leaders = [p.get("leader_id", p.get("leader")) for p in topic["partitions"]]
         node = max(set(leaders), key=leaders.count)
         name = f"kafka-{node}"
         daemon = self.cluster.SERVICES[name]

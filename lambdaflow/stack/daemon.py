@@ -117,7 +117,7 @@ class Daemon:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
             log.flush()
             proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env={**os.environ, **self.env()},
+                                    stdin=subprocess.DEVNULL, env=_child_env(self.env()),
                                     cwd=RUN_DIR, start_new_session=True, user=self.user())
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -181,6 +181,16 @@ class Daemon:
             kill_session(sid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return running
+
+
+# Set in a process by pyspark once it holds a Spark Connect session: a daemon started from that
+# process (a spark-submit job) would take itself for a Connect client and fail to build its session.
+_CLIENT_ONLY_VARS = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE")
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ONLY_VARS}
+    return {**env, **extra}
 
 
 def session_members(sid: int) -> list[int]:

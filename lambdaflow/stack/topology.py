@@ -361,8 +361,11 @@ LOCAL = Topology(
 _BROKERS = 3
 _DATANODES = 2
 _WORKERS = 2
-_WORKER_CORES = 2        # task slots each worker offers (2 physical cores in all: slots, not CPUs)
-_WORKER_MEMORY = "2g"    # what a worker may give its executors
+# Task slots each worker offers (2 physical cores in all: slots, not CPUs). 3 per worker: the
+# deployment's ingest, the Spark Connect server and one more application (another ingest, e.g.
+# a test's or `make chaos`'s, or a spark-submit batch job) each get an executor on both workers.
+_WORKER_CORES = 3
+_WORKER_MEMORY = "2560m"  # what a worker may give its executors: 3 of 768m
 _TOPIC = Topic("weblogs", partitions=3, replication_factor=3, min_insync_replicas=2)
 _HDFS_REPLICATION = 2
 
@@ -394,9 +397,9 @@ _HDFS_SETTINGS = {
     "dfs.namenode.heartbeat.recheck-interval": "20000",  # a dead DataNode is noticed in ~1 minute
 }
 
-# Core caps: 2 workers x 2 slots = 4. The ingest and one batch application take 2 each, one
-# executor of one core on each worker, so neither starves the other, and when a worker dies each
-# keeps the executor on the survivor.
+# Core caps: 2 workers x 3 slots = 6. The ingest and the batch application (the Spark Connect
+# server) take 2 each, one executor of one core on each worker, so neither starves the other, with
+# room for a third application; when a worker dies each keeps the executor on the survivor.
 _SPARK_COMMON = {
     "spark.executor.cores": "1",
     "spark.executor.memory": "768m",

@@ -651,7 +651,7 @@ BROKEN_DOCUMENTS = {
     "a log server port not the topology's": (
         check_matches_topology, _set(["services", "airflow-triggerer", "environment", "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"], "8794")),
     "worker cores not the topology's": (
-        check_matches_topology, _replace_in(["services", "spark-worker-2", "command"], "2g", "8g")),
+        check_matches_topology, _replace_in(["services", "spark-worker-2", "command"], "2560m", "8g")),
     "a missing DataNode": (
         check_matches_topology, lambda doc: doc["services"].pop("datanode-2")),
     "scheduler not waiting for HDFS": (

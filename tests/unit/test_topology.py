@@ -77,15 +77,17 @@ def check_core_caps(t: topo.Topology) -> None:
     slots = _worker_slots(t)
     caps = {app: int(t.spark_conf(app)["spark.cores.max"]) for app in topo.SPARK_APPS}
     assert all(cap > 0 for cap in caps.values()), caps
-    # the ingest and a batch application fit side by side: neither waits for the other's cores
-    assert sum(caps.values()) <= slots, f"caps {caps} exceed the workers' {slots} slots"
+    # the ingest and a batch application fit side by side, with room for one more ingest (a test's or
+    # `make chaos`'s beside the deployment's): none waits for another's cores
+    assert sum(caps.values()) + caps[topo.INGEST] <= slots, f"caps {caps} and a spare ingest exceed {slots} slots"
     worker = t.by_role(topo.SPARK_WORKER)[0]
     for app in topo.SPARK_APPS:
         conf = t.spark_conf(app)
         per_executor = int(conf["spark.executor.cores"])
         assert caps[app] % per_executor == 0 and per_executor <= int(worker.settings["cores"]), app
     # every worker can host one executor of each application at once
-    executor_mb = sum(topo.to_mb(t.spark_conf(app)["spark.executor.memory"]) for app in topo.SPARK_APPS)
+    executor_mb = sum(topo.to_mb(t.spark_conf(app)["spark.executor.memory"])
+                      for app in (*topo.SPARK_APPS, topo.INGEST))
     for w in t.by_role(topo.SPARK_WORKER):
         assert executor_mb <= topo.to_mb(w.settings["memory"]), f"{w.name}: {executor_mb} MB of executors"
     master = t.one(topo.SPARK_MASTER)
@@ -210,7 +212,7 @@ def test_daemon_configuration() -> None:
     assert CLUSTER.hadoop_site("namenode", topo.COMPOSE)["hdfs-site.xml"]["dfs.namenode.rpc-bind-host"] == "0.0.0.0"
     args, env = CLUSTER.spark_daemon("spark-worker-2", topo.HOST, "/run/data")
     assert args == ["org.apache.spark.deploy.worker.Worker", "--host", "localhost", "--port", "27178",
-                    "--webui-port", "28182", "--cores", "2", "--memory", "2g", "--work-dir",
+                    "--webui-port", "28182", "--cores", "3", "--memory", "2560m", "--work-dir",
                     "/run/data/spark/worker-2", "spark://localhost:27077"]
     assert env == {"SPARK_DAEMON_MEMORY": "512m"}
     args, env = CLUSTER.spark_daemon("spark-master", topo.COMPOSE)
