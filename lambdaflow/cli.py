@@ -146,7 +146,9 @@ def _enter_cluster_environment(argv: list[str]) -> None:
 
     if cluster.in_environment():
         return
-    os.execve(sys.executable, [sys.executable, "-m", "lambdaflow.cli", *argv], cluster.environment())
+    # not `-m lambdaflow.cli`: this module would run as __main__ and miss its own commands
+    os.execve(sys.executable, [sys.executable, "-c", "import sys; from lambdaflow.cli import main; sys.exit(main())",
+                               *argv], cluster.environment())
 
 
 def main(argv: list[str] | None = None) -> int:
