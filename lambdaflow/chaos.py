@@ -69,7 +69,7 @@ class Plan:
 
 
 FULL = {
-    "kill-ingest": Plan(10, 1_000_000, 5000, gap_s=(5, 30)),
+    "kill-ingest": Plan(10, 1_000_000, 2000, gap_s=(5, 30)),  # 500 s of producing: every kill lands mid-stream
     "kill-broker": Plan(1, 200_000, 2000, gap_s=(20, 30), down_s=60),
     "kill-datanode": Plan(1, 150_000, 2000, gap_s=(15, 25), down_s=30),
     "restart-namenode": Plan(1, 150_000, 2000, gap_s=(15, 25), down_s=5),
