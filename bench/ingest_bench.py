@@ -29,7 +29,9 @@ commit point for manifest-aware readers (lambdaflow's reader, the batch layer, t
 the data files are renamed into place right after it (tens of ms). Percentiles are over records.
 
 The same process then gets a 1,000 events/s window (``ingest.latency_p99_s_at_1k``), while a
-sampler sums the peak RSS of every service and job (``memory.stack_peak_rss_gib``, ``PeakRss``),
+sampler sums the peak RSS of every service and job (``memory.stack_peak_rss_gib``, ``PeakRss``:
+each service's and job's peak of its process tree's RSS; the benchmark's own Spark JVM is reported,
+not summed),
 then a few 2-minute probes at steady rates (``ingest.sustained_events_per_s``: the highest at
 which the lag stayed bounded, ``lag_bounded``). What else ran (load average, other JVMs and Python
 processes, the Airflow daemons up or not) is recorded with the figures (``environment``). Every
@@ -289,15 +291,23 @@ def environment(exclude: Iterable[int] = ()) -> dict:
 
 
 class PeakRss:
-    """Samples, every ``interval_s``, the RSS of the stack's services, this process and the jobs it
-    runs (``add``), and keeps each process's peak; ``total`` is the sum of the peaks."""
+    """Samples, every ``interval_s``, the RSS of each service of the stack and of each job (``add``):
+    a service's or job's RSS at an instant is the sum over its process tree then (a daemon and the
+    children it has at that moment, e.g. the DAG processor's parsing processes); each keeps its peak.
+    ``total_gib`` is the sum of those peaks (never less than the simultaneous peak, ``concurrent_gib``).
+
+    The benchmark's own process is the producer (a job); its Spark JVM, the instrument that runs the
+    throughput rounds and the naive yardstick and reads the manifests, is not part of the stack: it
+    is sampled and reported beside the total (``instrument``), not summed."""
 
     def __init__(self, interval_s: float = 1.0) -> None:
         import threading
 
         self.interval_s = interval_s
-        self.roots: dict[str, int] = {**stack_services(), "bench": os.getpid()}
-        self.peaks: dict[tuple[str, int], int] = {}
+        self.roots: dict[str, int] = dict(stack_services())
+        self.peaks: dict[str, int] = {}
+        self.concurrent = 0
+        self.instrument = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
 
@@ -305,11 +315,17 @@ class PeakRss:
         self.roots[name] = pid
 
     def sample(self) -> None:
+        total = 0
         for name, root in list(self.roots.items()):
-            for pid in process_tree(root):
-                rss = rss_bytes(pid)
-                if rss > self.peaks.get((name, pid), 0):
-                    self.peaks[(name, pid)] = rss
+            rss = sum(rss_bytes(pid) for pid in process_tree(root))
+            self.peaks[name] = max(self.peaks.get(name, 0), rss)
+            total += rss
+        me = os.getpid()
+        producer = rss_bytes(me)  # this Python process only: the producer
+        instrument = sum(rss_bytes(pid) for pid in process_tree(me) if pid != me)
+        self.peaks["producer"] = max(self.peaks.get("producer", 0), producer)
+        self.instrument = max(self.instrument, instrument)
+        self.concurrent = max(self.concurrent, total + producer)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -327,11 +343,19 @@ class PeakRss:
     def total_gib(self) -> float:
         return sum(self.peaks.values()) / 2**30
 
+    def concurrent_gib(self) -> float:
+        return self.concurrent / 2**30
+
     def by_name_mib(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (name, _pid), rss in self.peaks.items():
-            out[name] = out.get(name, 0) + rss
-        return {k: round(v / 2**20) for k, v in sorted(out.items())}
+        return {k: round(v / 2**20) for k, v in sorted(self.peaks.items())}
+
+    def document(self) -> dict:
+        return {"peak_rss_gib": round(self.total_gib(), 3),
+                "peak_rss_mib_by_service": self.by_name_mib(),
+                "simultaneous_peak_rss_gib": round(self.concurrent_gib(), 3),
+                "instrument_peak_rss_mib": round(self.instrument / 2**20),
+                "how": "per service or job: the peak over time of its process tree's RSS; summed; the "
+                       "benchmark's own Spark JVM (instrument) reported, not summed"}
 
 
 # ------------------------------------------------------------------------------- measurements
@@ -575,7 +599,7 @@ def latency_run(spark, settings: Settings, scale: Scale, progress: Callable[[str
                                           log_path, proc, progress)
             out["low"] = _latency_window(spark, settings, scale.low_rate, scale.latency_duration_s, 13,
                                          log_path, proc, progress)
-        out["memory"] = {"peak_rss_gib": round(memory.total_gib(), 3), "peak_rss_mib_by_process": memory.by_name_mib()}
+        out["memory"] = memory.document()
         out["environment_during_latency"] = environment(exclude=process_tree(proc.pid))
 
         # Sustained rate: a short bisection between the highest rate known bounded and the bounded

@@ -186,7 +186,8 @@ class LandingCommitter:
             if n_landed:
                 landed = landed_rows(parsed)
                 with profile.step("write_landing"):
-                    landed.write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/landing"))
+                    (landed.coalesce(1) if n_landed < SINGLE_WRITER_ROWS else landed).write.partitionBy(
+                        "timestamp_hour").parquet(uri(f"{stage}/landing"))
                 # Both views' partials from one aggregation of the batch in memory, one file per view
                 # and hour; the aggregate (a few rows per product and hour) is cached for the second write.
                 partials = speed_partials(landed, self.lg_config_k).coalesce(1).persist()
@@ -365,7 +366,7 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
     from lambdaflow.jvm_fs import JvmFs
     from lambdaflow.spark import session
 
-    spark = session("lambdaflow-ingest", settings, conf=ui_conf())
+    spark = session("lambdaflow-ingest", settings, conf={**MICRO_BATCH_CONF, **ui_conf()})
     log.info("Spark UI of the ingest (Structured Streaming tab: /StreamingQuery/): %s", spark.sparkContext.uiWebUrl)
     recorder = stream_progress.recorder(settings)  # per-batch progress, charted on the dashboard
     spark.streams.addListener(recorder)
@@ -424,6 +425,19 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
         lock.release()
         spark.streams.removeListener(recorder)
         recorder.close()
+
+
+# How the ingest plans its micro-batches' jobs (not a cluster's sizing: that is the topology's).
+# Adaptive query execution re-plans each shuffle from its statistics, which costs every micro-batch
+# an extra job per shuffle (the stats aggregation ran 3 jobs, the speed partials 4) for plans that are
+# already right: a batch's aggregates are a few rows per hour and product. Measured at 1,000
+# events/s beside the Airflow daemons: 2.39 s per commit with it, 1.61 s without.
+MICRO_BATCH_CONF = {"spark.sql.adaptive.enabled": "false"}
+
+# Below this many landed rows a micro-batch writes one landing file per hour instead of one per Kafka
+# partition and hour: fewer files for the NameNode (at 5,000 events/s a day is 86,400 commits), and
+# one task instead of three for a few thousand rows.
+SINGLE_WRITER_ROWS = 50_000
 
 
 def ui_conf() -> dict[str, str]:
