@@ -37,6 +37,10 @@ which the lag stayed bounded, ``lag_bounded``). What else ran (load average, oth
 processes, the Airflow daemons up or not) is recorded with the figures (``environment``). Every
 micro-batch's profile (``lambdaflow.monitoring.batch_profile``) goes to the details, summarised.
 
+Where the bounded run's time goes before any write (``parse_profile`` in the details): the
+throughput topic read once and cached, then no-op writes of the records as they are, of
+``try_parse_json`` alone, of the whole parse and validation, and of the speed partials.
+
 Goals (measured, never asserted): ratio_vs_naive_spark >= 1.0 (0.5 this round),
 ratio_vs_consumer_perf_test >= 0.3 (0.15 this round), latency p99 <= 3 s with a 1 s trigger,
 p99 at 1,000 events/s <= 2 s, stack peak RSS <= 6 GiB.
@@ -563,6 +567,38 @@ def _probe(settings: Settings, rate: float, duration_s: float, seed: int, lag: _
             "loadavg": [round(x, 2) for x in os.getloadavg()], "samples": len(samples)}
 
 
+def parse_profile(spark, settings: Settings, repeats: int = 2) -> dict:
+    """Where the bounded run's time goes before anything is written: the throughput topic's records
+    read once and cached, then the best of ``repeats`` no-op writes (``format("noop")``) of the
+    cached records as they are, of ``try_parse_json`` alone, of the whole parse and validation
+    (``parse_records``) and of the speed partials' aggregation over the landed rows."""
+    from pyspark.sql import functions as F
+
+    from lambdaflow.ingest_transforms import landed_rows, parse_records, speed_partials
+
+    records = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+               .option("subscribe", settings.topic).option("startingOffsets", "earliest")
+               .option("kafka.isolation.level", "read_committed").load()).persist()
+    try:
+        rows = records.count()
+
+        def best(frame) -> float:
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                frame.write.format("noop").mode("overwrite").save()
+                times.append(time.perf_counter() - started)
+            return round(min(times), 3)
+
+        parsed = parse_records(records)
+        return {"rows": rows, "cached_scan_s": best(records),
+                "try_parse_json_s": best(records.select(F.expr("try_parse_json(cast(value as string))"))),
+                "parse_validate_s": best(parsed),
+                "speed_partials_s": best(speed_partials(landed_rows(parsed), 12))}
+    finally:
+        records.unpersist()
+
+
 def latency_run(spark, settings: Settings, scale: Scale, progress: Callable[[str], None],
                 workdir: Path, ceiling_rows_per_s: float | None = None) -> dict:
     """The real ingest as one process (1 s trigger): the latency windows at ``scale.latency_rate``
@@ -711,6 +747,12 @@ def run(settings: Settings, spark=None, scale: str | Scale = "full",
                                           for r in rs] for k, rs in runs.items()}
         best_ours = max(r["rows_per_s"] for r in runs["ours"])
         best_naive = max(r["rows_per_s"] for r in runs["naive"])
+
+        say("parse profile: the throughput topic cached, then no-op writes of each stage")
+        details["parse_profile"] = parse = parse_profile(spark, throughput)
+        say(f"  {parse['rows']:,} records: cached scan {parse['cached_scan_s']:.2f}s, try_parse_json "
+            f"{parse['try_parse_json_s']:.2f}s, parse + validation {parse['parse_validate_s']:.2f}s, "
+            f"speed partials {parse['speed_partials_s']:.2f}s")
 
         say("latency run: the real ingest as a process, 1 s trigger")
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
