@@ -20,13 +20,11 @@ Which topology commands address: env ``LAMBDAFLOW_TOPOLOGY``, else the one the l
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.request import urlopen
 
@@ -104,10 +102,15 @@ def _kafka_properties_file(name: str) -> Path:
 
 def kafka_cluster_id() -> str:
     """One id for the 3 brokers' storage, made at the first start and kept beside their data."""
+    from lambdaflow.stack.services import new_kafka_cluster_id
+
     if CLUSTER_ID_FILE.exists():
-        return CLUSTER_ID_FILE.read_text().strip()
+        kept = CLUSTER_ID_FILE.read_text().strip()
+        if kept and not kept.startswith("-"):
+            return kept
+        # an id with a leading '-' (written before this was checked) never formatted a broker: replace it
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_kafka_cluster_id()
     CLUSTER_ID_FILE.write_text(cluster_id)
     return cluster_id
 
@@ -128,7 +131,7 @@ def _prepare_broker(broker: Service) -> None:
     if (DATA_DIR / broker.data_dir / "meta.properties").exists():
         return
     cmd = _kafka_java("kafka.tools.StorageTool", "256m", "WARN") + [
-        "format", "-t", kafka_cluster_id(), "-c", str(properties)]
+        "format", f"--cluster-id={kafka_cluster_id()}", "-c", str(properties)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"formatting {broker.name}'s storage failed:\n{result.stdout}{result.stderr}")

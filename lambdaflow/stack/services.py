@@ -90,15 +90,26 @@ def _kafka_java(main: str, heap: str = "512m", log_level: str = "INFO") -> list[
             "-cp", jars.classpath("kafka"), main]
 
 
+def new_kafka_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes base64url without padding, never starting with '-'.
+
+    Kafka's own Uuid.randomUuid() rejects such ids for the same reason: kafka-storage's argument
+    parser would read '-xyz' as an option ("argument --cluster-id/-t: expected one argument").
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _prepare_kafka() -> None:
     jars.resolve("kafka")
     KAFKA_PROPERTIES.parent.mkdir(parents=True, exist_ok=True)
     KAFKA_PROPERTIES.write_text(_kafka_properties())
     if (KAFKA_DIR / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     cmd = _kafka_java("kafka.tools.StorageTool", heap="256m", log_level="WARN") + [
-        "format", "-t", cluster_id, "-c", str(KAFKA_PROPERTIES)]
+        "format", f"--cluster-id={new_kafka_cluster_id()}", "-c", str(KAFKA_PROPERTIES)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")

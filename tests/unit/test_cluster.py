@@ -165,3 +165,20 @@ def test_settings_in_the_clusters_environment_address_the_cluster(monkeypatch) -
     assert s.kafka_bootstrap == "localhost:29092,localhost:29192,localhost:29292"
     assert (s.hdfs_url, s.webhdfs_url) == ("hdfs://localhost:28020", "http://localhost:29870")
     assert s.spark_connect == "sc://localhost:25002"
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash(monkeypatch, tmp_path) -> None:
+    """kafka-storage's parser reads '-xyz' as an option: 1 id in 64 broke `lambdaflow up` (CI, stop 22)."""
+    import base64
+
+    from lambdaflow.stack import services
+
+    ids = [services.new_kafka_cluster_id() for _ in range(3000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)
+    monkeypatch.setattr(cluster, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(cluster, "CLUSTER_ID_FILE", tmp_path / "cluster-id")
+    (tmp_path / "cluster-id").write_text("-Ab3kqJ0TUe1cGz4fYw9xA")  # kept by a run before the check
+    replaced = cluster.kafka_cluster_id()
+    assert not replaced.startswith("-") and cluster.kafka_cluster_id() == replaced
