@@ -139,9 +139,9 @@ class LandingCommitter:
     def _commit_batch(self, records, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
-        from lambdaflow import views
-        from lambdaflow.ingest_transforms import (after_positions, arrival_hour, landed_rows, parse_records,
-                                                  quarantined_rows, speed_partials)
+        from lambdaflow.ingest_transforms import (after_positions, arrival_hour, batch_summary, landed_rows,
+                                                  parse_records, quarantined_rows, read_summary,
+                                                  speed_partial_files)
 
         from lambdaflow.storage import offset_log
 
@@ -158,23 +158,13 @@ class LandingCommitter:
             return
         parsed = parse_records(after_positions(records, self.positions)).persist()
         try:
-            # One small aggregate gives the offset ranges, rows per hour and quarantine reasons; it
-            # also materialises the parsed batch, which every write below reads from memory.
-            kind = F.substring_index("reason", ":", 1)
+            # One small aggregate gives the offset ranges, rows per hour, quarantine reasons and both
+            # speed views' partials; it also materialises the parsed batch, which the writes below
+            # read from memory.
+            partitions = sorted(r.partition for r in ranges)
             with profile.step("stats"):
-                stats = parsed.groupBy("kafka_partition", "timestamp_hour", kind.alias("kind")).agg(
-                    F.min("kafka_offset").alias("lo"), F.max("kafka_offset").alias("hi"),
-                    F.count("*").alias("n")).collect()
-            bounds: dict[int, tuple[int, int]] = {}
-            hours: dict[int, int] = {}
-            reasons: dict[str, int] = {}
-            for r in stats:
-                lo, hi = bounds.get(r["kafka_partition"], (r["lo"], r["hi"]))
-                bounds[r["kafka_partition"]] = (min(lo, r["lo"]), max(hi, r["hi"]))
-                if r["kind"] is None:
-                    hours[int(r["timestamp_hour"])] = hours.get(int(r["timestamp_hour"]), 0) + r["n"]
-                else:
-                    reasons[r["kind"]] = reasons.get(r["kind"], 0) + r["n"]
+                summary = read_summary(batch_summary(parsed, partitions, self.lg_config_k).collect(), partitions)
+            bounds, hours, reasons = summary.bounds, summary.hours, summary.reasons
             landing.check_records_within(ranges, bounds)  # an empty batch (all aborted) commits its range too
             key = landing.commit_key(ranges)
             epoch = self.lock.epoch if self.lock is not None else None
@@ -188,17 +178,11 @@ class LandingCommitter:
                 with profile.step("write_landing"):
                     (landed.coalesce(1) if n_landed < SINGLE_WRITER_ROWS else landed).write.partitionBy(
                         "timestamp_hour").parquet(uri(f"{stage}/landing"))
-                # Both views' partials from one aggregation of the batch in memory, one file per view
-                # and hour; the aggregate (a few rows per product and hour) is cached for the second write.
-                partials = speed_partials(landed, self.lg_config_k).coalesce(1).persist()
-                try:
-                    with profile.step("write_speed"):
-                        (partials.select(*views.ACTIVITY_COLUMNS)
-                         .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/activity_by_product")))
-                        (partials.select(*views.GROUP_KEYS, "visitors_sketch")
-                         .write.partitionBy("timestamp_hour").parquet(uri(f"{stage}/visitors_by_product")))
-                finally:
-                    partials.unpersist()
+                # Both views' partials came with the summary: one small file per view and hour,
+                # written by the driver (no Spark job, one NameNode create each).
+                with profile.step("write_speed"):
+                    for relative, data in speed_partial_files(summary.partials).items():
+                        self.fs.write_bytes(f"{stage}/{relative}", data)
             if n_quarantined:  # partitioned by arrival hour (the Kafka timestamp's): retention and merges per hour
                 with profile.step("write_quarantine"):
                     (quarantined_rows(parsed).withColumn("arrival_hour", arrival_hour(F.col("kafka_timestamp")))

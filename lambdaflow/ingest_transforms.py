@@ -18,6 +18,8 @@ trailing CR/LF are cut with ``TRIM(TRAILING ...)``, not a regex: no value can ma
 
 from __future__ import annotations
 
+import dataclasses
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -200,13 +202,100 @@ def after_positions(records: DataFrame, positions: dict[int, int]) -> DataFrame:
     return records.where(F.col("offset") >= cutoff)
 
 
-def speed_partials(landed: DataFrame, lg_config_k: int) -> DataFrame:
-    """Both speed views' partials of one micro-batch in one aggregation (one pass, one shuffle):
-    per (product, timestamp_hour) the action counts of ``views.speed_activity_partial`` and the
-    visitors sketch of ``views.speed_visitors_partial``; each view's file is a projection of it."""
+@dataclasses.dataclass
+class BatchSummary:
+    """What a micro-batch's one aggregation (:func:`batch_summary`) tells its commit."""
+
+    # partition -> (lowest, highest) offset of its records in the batch
+    bounds: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    hours: dict[int, int] = dataclasses.field(default_factory=dict)  # timestamp_hour -> landed rows
+    reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # quarantine reason kind -> rows
+    partials: list[dict] = dataclasses.field(default_factory=list)  # one speed partial per (product, timestamp_hour)
+
+
+def batch_summary(parsed: DataFrame, partitions: list[int], lg_config_k: int) -> DataFrame:
+    """The one aggregation of a parsed micro-batch, which also materialises it for the landing write.
+
+    Per (timestamp_hour, reason kind, product of a valid row): the rows, each Kafka partition's
+    lowest and highest offset (``lo_<p>``/``hi_<p>``, and ``outside``/``lo_out``/``hi_out`` for a
+    record of a partition not in ``partitions``), and for valid rows both speed views' partials: the
+    action counts of ``views.speed_activity_partial`` and the visitors sketch of
+    ``views.speed_visitors_partial``. A batch's result is a few rows per hour and product; the speed
+    files are written from it by the driver (:func:`speed_partial_files`), no Spark job of their own.
+    """
     from lambdaflow import views
 
-    counts = [F.count(F.when(F.col("action") == action, True)).cast("long").alias(column)
+    valid = F.col("reason").isNull()
+    partition, offset = F.col("kafka_partition"), F.col("kafka_offset")
+    bounds = []
+    for p in partitions:
+        in_p = partition == F.lit(p)
+        bounds += [F.min(F.when(in_p, offset)).alias(f"lo_{p}"), F.max(F.when(in_p, offset)).alias(f"hi_{p}")]
+    out = ~partition.isin(*partitions) if partitions else F.lit(True)
+    bounds += [F.min(F.when(out, partition)).alias("outside"),
+               F.min(F.when(out, offset)).alias("lo_out"), F.max(F.when(out, offset)).alias("hi_out")]
+    counts = [F.count(F.when(valid & (F.col("action") == action), True)).cast("long").alias(column)
               for action, column in views.ACTIONS.items()]
-    return (landed.groupBy(*views.GROUP_KEYS)
-            .agg(*counts, F.hll_sketch_agg("visitor", lg_config_k).alias("visitors_sketch")))
+    return (parsed.groupBy("timestamp_hour", F.substring_index("reason", ":", 1).alias("kind"),
+                           F.when(valid, F.col("product")).alias("product"))
+            .agg(F.count(F.lit(1)).alias("n"), *bounds, *counts,
+                 F.hll_sketch_agg(F.when(valid, F.col("visitor")), lg_config_k).alias("visitors_sketch")))
+
+
+def read_summary(rows: list, partitions: list[int]) -> BatchSummary:
+    """The collected rows of :func:`batch_summary` -> offset bounds, rows per hour, reasons, partials."""
+    from lambdaflow import views
+
+    summary = BatchSummary()
+
+    def widen(p: int, lo, hi) -> None:
+        if lo is None:
+            return
+        old_lo, old_hi = summary.bounds.get(p, (lo, hi))
+        summary.bounds[p] = (min(old_lo, lo), max(old_hi, hi))
+
+    for r in rows:
+        for p in partitions:
+            widen(p, r[f"lo_{p}"], r[f"hi_{p}"])
+        if r["outside"] is not None:
+            widen(int(r["outside"]), r["lo_out"], r["hi_out"])
+        if r["kind"] is None:
+            hour = int(r["timestamp_hour"])
+            summary.hours[hour] = summary.hours.get(hour, 0) + r["n"]
+            summary.partials.append({"product": r["product"], "timestamp_hour": hour,
+                                     **{c: r[c] for c in views.COUNT_COLUMNS},
+                                     "visitors_sketch": None if r["visitors_sketch"] is None
+                                     else bytes(r["visitors_sketch"])})
+        else:
+            summary.reasons[r["kind"]] = summary.reasons.get(r["kind"], 0) + r["n"]
+    return summary
+
+
+def speed_partial_files(partials: list[dict]) -> dict[str, bytes]:
+    """Both speed views' partial files of one micro-batch: relative path
+    (``<view>/timestamp_hour=<h>/part-00000.parquet``, the layout Spark's ``partitionBy`` writes) ->
+    Parquet bytes, one file per view and hour. The columns are those Spark wrote
+    (``views.ACTIVITY_COLUMNS`` and ``visitors_sketch`` without the partition column), so readers
+    see no difference."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lambdaflow import views
+
+    schemas = {
+        "activity_by_product": pa.schema([pa.field("product", pa.string()),  # counts: never null, as Spark's
+                                          *(pa.field(c, pa.int64(), nullable=False) for c in views.COUNT_COLUMNS)]),
+        "visitors_by_product": pa.schema([("product", pa.string()), ("visitors_sketch", pa.binary())]),
+    }
+    by_hour: dict[int, list[dict]] = {}
+    for row in partials:
+        by_hour.setdefault(row["timestamp_hour"], []).append(row)
+    files = {}
+    for hour, rows in sorted(by_hour.items()):
+        rows.sort(key=lambda r: r["product"])
+        for view, schema in schemas.items():
+            table = pa.Table.from_pylist([{c: r[c] for c in schema.names} for r in rows], schema=schema)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="snappy")
+            files[f"{view}/timestamp_hour={hour}/part-00000.parquet"] = sink.getvalue().to_pybytes()
+    return files

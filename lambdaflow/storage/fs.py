@@ -140,6 +140,14 @@ class JvmFs(_Renames):
         finally:
             stream.close()
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """A new file (parents made as needed) with ``data``; fails when ``path`` exists."""
+        stream = self._fs.create(self._path(path), False)
+        try:
+            stream.write(bytearray(data))
+        finally:
+            stream.close()
+
     def create_new(self, path: str, text: str = "", make_parents: bool = True) -> bool:
         """Create ``path`` with ``text`` unless it exists: True for the one caller that created it.
 

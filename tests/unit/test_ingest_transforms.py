@@ -95,22 +95,38 @@ def test_after_positions_drops_offsets_already_landed(spark) -> None:
     assert sorted((r.partition, r.offset) for r in kept) == [(0, 6), (2, 2), (2, 5), (2, 8)]
 
 
-def test_speed_partials_in_one_aggregation_equal_each_views_partial(spark) -> None:
+def test_batch_summary_gives_bounds_hours_reasons_and_each_views_partial(spark) -> None:
+    import io
+
+    import pyarrow.parquet as pq
     from pyspark.sql import functions as F
     from pyspark.testing import assertDataFrameEqual
 
     from lambdaflow import views
-    from lambdaflow.ingest_transforms import speed_partials
+    from lambdaflow.ingest_transforms import batch_summary, read_summary, speed_partial_files
 
     values = [as_json(action=a, visitor=v, product=p, timestamp=t)
               for a, v, p, t in [("purchase", "v1", "p1", 1_700_000_000_000), ("page_view", "v2", "p1", 1_700_000_000_000),
                                  ("page_view", "v1", "p1", 1_700_000_100_000), ("add_to_cart", "v3", "p2", 1_700_004_000_000)]]
-    landed = landed_rows(parse_records(records(spark, values)))
-    partials = speed_partials(landed, 12)
+    values += [b"not json", as_json(action="fly")]
+    parsed = parse_records(records(spark, values))  # partitions 0,1,2 at offsets 0..5
+    summary = read_summary(batch_summary(parsed, [0, 1], 12).collect(), [0, 1])
+    assert summary.bounds == {0: (0, 3), 1: (1, 4), 2: (2, 5)}  # partition 2 reported though not listed
+    assert summary.hours == {1_699_999_200_000: 3, 1_700_002_800_000: 1}
+    assert summary.reasons == {"unparseable": 1, "unknown_action": 1}
+
+    landed = landed_rows(parsed)
+    partials = spark.createDataFrame(summary.partials)
     assertDataFrameEqual(partials.select(*views.ACTIVITY_COLUMNS), views.speed_activity_partial(landed))
     estimate = F.hll_sketch_estimate("visitors_sketch").alias("estimate")
     assertDataFrameEqual(partials.select(*views.GROUP_KEYS, estimate),
                          views.speed_visitors_partial(landed, 12).select(*views.GROUP_KEYS, estimate))
-    by_product = {r["product"]: r for r in partials.groupBy("product").agg(
-        F.sum("purchase_count").alias("purchases"), F.sum("page_view_count").alias("views")).collect()}
-    assert (by_product["p1"]["purchases"], by_product["p1"]["views"]) == (1, 2)
+
+    files = speed_partial_files(summary.partials)
+    assert sorted(files) == [f"{view}/timestamp_hour={h}/part-00000.parquet"
+                             for view in ("activity_by_product", "visitors_by_product")
+                             for h in (1_699_999_200_000, 1_700_002_800_000)]
+    activity = pq.read_table(io.BytesIO(files["activity_by_product/timestamp_hour=1699999200000/part-00000.parquet"]))
+    assert activity.column_names == ["product", *views.COUNT_COLUMNS]
+    assert activity.to_pylist() == [{"product": "p1", "purchase_count": 1, "add_to_cart_count": 0,
+                                     "page_view_count": 2}]
