@@ -21,6 +21,7 @@ Run with ``lambdaflow ingest`` (spark-submit of ``spark_jobs/stream_ingest.py``)
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from lambdaflow.errors import UserError
 from lambdaflow.monitoring import batch_profile, stream_progress
 from lambdaflow.monitoring.batch_profile import CountingFs
 from lambdaflow.storage import commit_log
+from lambdaflow.storage.fs import write_files
 # The single-writer lock, fenced by epochs: a driver paused past the takeover timeout
 # (LAMBDAFLOW_LOCK_STALE_S, default 60 s) and taken over can never commit again.
 from lambdaflow.storage.lock import LockLost, WriterLock as IngestLock
@@ -79,6 +81,8 @@ class LandingCommitter:
         self.tail_at_start = 0  # manifests left unrolled by earlier runs (an ingest restarted often)
         self._merged_at: int | None = None  # when the last hour merge started (epoch ms)
         self._merging: threading.Thread | None = None
+        # The speed partials' small files are written several at once (lambdaflow.storage.fs.write_files).
+        self._writers = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambdaflow-write")
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -179,10 +183,10 @@ class LandingCommitter:
                     (landed.coalesce(1) if n_landed < SINGLE_WRITER_ROWS else landed).write.partitionBy(
                         "timestamp_hour").parquet(uri(f"{stage}/landing"))
                 # Both views' partials came with the summary: one small file per view and hour,
-                # written by the driver (no Spark job, one NameNode create each).
+                # written by the driver (no Spark job), several at once.
                 with profile.step("write_speed"):
-                    for relative, data in speed_partial_files(summary.partials).items():
-                        self.fs.write_bytes(f"{stage}/{relative}", data)
+                    write_files(self.fs, {f"{stage}/{relative}": data for relative, data
+                                          in speed_partial_files(summary.partials).items()}, self._writers)
             if n_quarantined:  # partitioned by arrival hour (the Kafka timestamp's): retention and merges per hour
                 with profile.step("write_quarantine"):
                     (quarantined_rows(parsed).withColumn("arrival_hour", arrival_hour(F.col("kafka_timestamp")))
@@ -338,6 +342,7 @@ class LandingCommitter:
         if self._merging is not None and self._merging.is_alive():
             log.info("waiting for the hour merge in progress to finish (up to %.0f s)", merge_wait_s)
             self._merging.join(timeout=merge_wait_s)
+        self._writers.shutdown(wait=True)
         if self._group_consumer is not None:
             self._group_consumer.close()
 
@@ -416,7 +421,9 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
 # an extra job per shuffle (the stats aggregation ran 3 jobs, the speed partials 4) for plans that are
 # already right: a batch's aggregates are a few rows per hour and product. Measured at 1,000
 # events/s beside the Airflow daemons: 2.39 s per commit with it, 1.61 s without.
-MICRO_BATCH_CONF = {"spark.sql.adaptive.enabled": "false"}
+# The only shuffle of a micro-batch is its summary aggregation, whose output is a few rows per hour
+# and product: one reduce task, not one per core.
+MICRO_BATCH_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "1"}
 
 # Below this many landed rows a micro-batch writes one landing file per hour instead of one per Kafka
 # partition and hour: fewer files for the NameNode (at 5,000 events/s a day is 86,400 commits), and

@@ -283,8 +283,8 @@ def speed_partial_files(partials: list[dict]) -> dict[str, bytes]:
     from lambdaflow import views
 
     schemas = {
-        "activity_by_product": pa.schema([pa.field("product", pa.string()),  # counts: never null, as Spark's
-                                          *(pa.field(c, pa.int64(), nullable=False) for c in views.COUNT_COLUMNS)]),
+        "activity_by_product": pa.schema([("product", pa.string()),
+                                          *((c, pa.int64()) for c in views.COUNT_COLUMNS)]),
         "visitors_by_product": pa.schema([("product", pa.string()), ("visitors_sketch", pa.binary())]),
     }
     by_hour: dict[int, list[dict]] = {}

@@ -18,6 +18,7 @@ are the step's.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ class CountingFs:
     def __init__(self, fs) -> None:
         self._counted_fs = fs
         self.calls: Counter[str] = Counter()
+        self._counting = threading.Lock()  # calls come from several threads (parallel file writes)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._counted_fs, name)
@@ -42,13 +44,15 @@ class CountingFs:
             return attribute
 
         def counted(*args, **kwargs):
-            self.calls[name] += 1
+            with self._counting:
+                self.calls[name] += 1
             return attribute(*args, **kwargs)
 
         return counted
 
     def snapshot(self) -> Counter[str]:
-        return Counter(self.calls)
+        with self._counting:
+            return Counter(self.calls)
 
 
 def calls_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:

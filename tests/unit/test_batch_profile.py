@@ -62,3 +62,43 @@ def test_summary_means_over_batches_and_per_step() -> None:
     assert summary["steps"]["write_landing"] == {"batches": 2, "mean_seconds": 1.0, "max_seconds": 1.5,
                                                  "mean_jobs": 3}
     assert batch_profile.summarize_profiles([]) == {"batches": 0}
+
+
+class SlowWritesFs:
+    """Each write takes a while (as an HDFS create waits for its pipeline); one path always fails."""
+
+    def __init__(self, failing: str | None = None) -> None:
+        self.written: dict[str, bytes] = {}
+        self.failing = failing
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        import time
+
+        time.sleep(0.02)
+        if path == self.failing:
+            raise OSError(f"{path}: DataNode pipeline failed")
+        self.written[path] = data
+
+
+def test_parallel_file_writes_write_every_file_count_every_call_and_raise_after_all_ended() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    from lambdaflow.storage.fs import write_files
+
+    files = {f"/stage/v/timestamp_hour={h}/part-00000.parquet": bytes([h]) for h in range(40)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        inner = SlowWritesFs()
+        counted = CountingFs(inner)
+        write_files(counted, files, pool)
+        assert inner.written == files
+        assert counted.snapshot()["write_bytes"] == 40  # no count lost to the threads
+
+        failing = SlowWritesFs(failing="/stage/v/timestamp_hour=3/part-00000.parquet")
+        with pytest.raises(OSError, match="pipeline failed"):
+            write_files(failing, files, pool)
+        assert len(failing.written) == 39  # the others still ended before the error was raised
+    serial = SlowWritesFs()
+    write_files(serial, files)
+    assert serial.written == files
