@@ -178,6 +178,15 @@ def _build_parse_plan() -> tuple:
     return read, flags, parse, fields, reason, hour
 
 
+def for_commit(parsed: DataFrame) -> DataFrame:
+    """The parsed rows as a micro-batch's commit caches them: the raw ``key`` and ``value`` kept only
+    where a row is quarantined (the quarantine stores them; a landed row keeps its fields), so the
+    cache does not hold every record twice."""
+    quarantined = F.col("reason").isNotNull()
+    return parsed.withColumns({"key": F.when(quarantined, F.col("key")),
+                               "value": F.when(quarantined, F.col("value"))})
+
+
 def landed_rows(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("reason").isNull()).select(*LANDING_COLUMNS)
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lambdaflow import events
-from lambdaflow.ingest_transforms import after_positions, landed_rows, parse_records, quarantined_rows
+from lambdaflow.ingest_transforms import after_positions, for_commit, landed_rows, parse_records, quarantined_rows
 
 KAFKA_TIME = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 EVENT = {"timestamp": 1795600000000, "referrer": "Internal", "action": "purchase", "prev_page": "Page-2",
@@ -87,6 +87,16 @@ def test_quarantine_keeps_raw_key_value_and_coordinates(spark) -> None:
     assert (bad.key, bytes(bad.value), bad.topic, bad.kafka_partition, bad.kafka_offset) == (
         bytearray(b"k"), b"junk", "weblogs", 1, 1)
     assert landed_rows(parsed).count() == 1
+
+
+def test_the_commits_cache_keeps_raw_bytes_of_quarantined_rows_only(spark) -> None:
+    parsed = for_commit(parse_records(records(spark, [as_json(), b"junk", as_json(action="jump")])))
+    rows = sorted(parsed.collect(), key=lambda r: r.kafka_offset)
+    assert [(r.key, r.value) for r in rows[:1]] == [(None, None)]
+    assert [(bytes(r.key), bytes(r.value)) for r in rows[1:]] == [(b"k", b"junk"), (b"k", as_json(action="jump"))]
+    [landed] = landed_rows(parsed).collect()
+    assert landed.asDict() == landed_rows(parse_records(records(spark, [as_json()]))).first().asDict()
+    assert sorted(bytes(r.value) for r in quarantined_rows(parsed).collect()) == sorted([as_json(action="jump"), b"junk"])
 
 
 def test_after_positions_drops_offsets_already_landed(spark) -> None:
