@@ -426,7 +426,8 @@ def run_stream(settings: Settings, available_now: bool = False, trigger_interval
 # and product: one reduce task, not one per core.
 # A micro-batch's parsed rows are cached once, read by the summary and the writes, then dropped:
 # compressing the cache cost more than it saved (200,000 records read, parsed, cached and
-# summarised: 5.8 s compressed, 4.8 s not; the cache of a 5,000 events/s batch is a few MB).
+# summarised, best of 3: 5.8 s compressed, 4.8 s uncompressed MEMORY_ONLY; the ingest keeps the
+# default level, which spills a backlog batch to disk; the cache of a 5,000 events/s batch is a few MB).
 MICRO_BATCH_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "1",
                     "spark.sql.inMemoryColumnarStorage.compressed": "false"}
 
