@@ -81,9 +81,14 @@ def parse_records(records: DataFrame) -> DataFrame:
 
     The expressions are built once per Spark application and reused by every micro-batch: building
     them takes some 4,000 py4j calls (0.4-0.6 s, a fifth of a small batch's commit), applying them
-    a few analyses."""
-    read, flags, parse, fields, reason, hour = _parse_plan()
-    staged = records.select(*read).select("*", *flags).select("*", *parse)
+    a few analyses.
+
+    The stages are separate projections so that Spark keeps them apart: the character scan (a
+    higher-order function, which Spark cannot compile) sits alone in the one interpreted projection,
+    and each field's JSON type is computed once (``_vtype_<field>``), not in every branch that tests
+    it. The rest runs as compiled code (200,000 records: 1.6 s instead of 2.3 s)."""
+    read, flags, shape, parse, cells, fields, reason, hour = _parse_plan()
+    staged = records.select(*read).select("*", *flags).select("*", shape).select("*", *parse).select("*", *cells)
     return (staged.select(*fields).withColumn("reason", reason)
             .withColumn("timestamp_hour", hour).drop(*_PLAN_DROP))
 
@@ -123,13 +128,19 @@ def _build_parse_plan() -> tuple:
         F.when(F.col("_utf8") & ~F.col("_is_json"),
                F.split(F.expr("TRIM(TRAILING '\\r\\n' FROM _text)"), "\t", -1)).alias("_tsv"),
     ]
-    json_ok = F.col("_variant").isNotNull() & (
-        F.col("_text").rlike(_FLAT_OBJECT) | F.expr(_SCAN))
+    shape = F.when(F.col("_utf8") & F.col("_is_json"),
+                   F.col("_text").rlike(_FLAT_OBJECT) | F.expr(_SCAN)).alias("_shape_ok")
+    json_ok = F.col("_variant").isNotNull() & F.col("_shape_ok")
+
+    cells = []
+    for i, field in enumerate(EVENT_SCHEMA):
+        cells += [F.when(F.col("_is_json"), F.schema_of_variant(F.expr(f"variant_get(_variant, '$.{field.name}')")))
+                  .alias(f"_vtype_{field.name}"),
+                  F.try_element_at(F.col("_tsv"), F.lit(i + 1)).alias(f"_cell_{field.name}")]
 
     columns = []
-    for i, field in enumerate(EVENT_SCHEMA):
-        from_json = F.expr(f"variant_get(_variant, '$.{field.name}')")
-        tsv_text = F.try_element_at(F.col("_tsv"), F.lit(i + 1))
+    for field in EVENT_SCHEMA:
+        tsv_text = F.col(f"_cell_{field.name}")
         if field.type == "integer":
             tsv_number = F.when(tsv_text.rlike(r"^-?[0-9]+\z"), tsv_text.try_cast("bigint"))
             tsv_type = F.when(tsv_number.isNotNull(), "integer").otherwise("string")
@@ -139,7 +150,7 @@ def _build_parse_plan() -> tuple:
             tsv_type = F.when(F.lit(field.optional) & (tsv_text == ""), "null").otherwise("string")
             value = F.when(F.col("_is_json"), F.expr(f"try_variant_get(_variant, '$.{field.name}', 'string')")) \
                 .otherwise(F.when(tsv_type == "string", tsv_text))
-        jtype = F.when(F.col("_is_json"), _json_type(F.schema_of_variant(from_json))).otherwise(tsv_type)
+        jtype = F.when(F.col("_is_json"), _json_type(F.col(f"_vtype_{field.name}"))).otherwise(tsv_type)
         columns += [value.alias(field.name), jtype.alias(f"_type_{field.name}")]
 
     fields = [*KAFKA_COLUMNS, "key", "value", "_utf8", "_is_json", "_tsv", json_ok.alias("_json_ok"), *columns]
@@ -175,7 +186,7 @@ def _build_parse_plan() -> tuple:
     ts = F.col("timestamp")
     # the hour only of valid timestamps: no overflow near 64 bits
     hour = F.when(F.col("reason").isNull(), ts - F.pmod(ts, F.lit(HOUR_MS)))
-    return read, flags, parse, fields, reason, hour
+    return read, flags, shape, parse, cells, fields, reason, hour
 
 
 def for_commit(parsed: DataFrame) -> DataFrame:

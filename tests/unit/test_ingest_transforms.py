@@ -140,3 +140,13 @@ def test_batch_summary_gives_bounds_hours_reasons_and_each_views_partial(spark) 
     assert activity.column_names == ["product", *views.COUNT_COLUMNS]
     assert activity.to_pylist() == [{"product": "p1", "purchase_count": 1, "add_to_cart_count": 0,
                                      "page_view_count": 2}]
+
+
+def test_only_the_character_scan_runs_outside_compiled_code(spark) -> None:
+    # Spark cannot compile a higher-order function; a projection holding one is interpreted whole.
+    # The parse keeps the scan in a projection of its own so that the fields and checks are compiled.
+    parsed = parse_records(records(spark, [as_json()]))
+    plan = parsed._jdf.queryExecution().executedPlan().toString().splitlines()
+    interpreted = [line for line in plan if line.lstrip(" :+-").startswith("Project")]
+    assert len(interpreted) == 1, "\n".join(plan)
+    assert "aggregate(" in interpreted[0] and "variant_get" not in interpreted[0], interpreted[0]
