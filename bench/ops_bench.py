@@ -227,7 +227,10 @@ class Operations:
         self.env = {**os.environ, **settings.env()}
         script = Path(sys.executable).with_name("lambdaflow")  # the console script beside this Python
         self.cli = [str(script) if script.exists() else shutil.which("lambdaflow") or "lambdaflow", "lag", "--json"]
-        self.hour = (now_ms - now_ms % HOUR_MS) - (scale.hours // 2) * HOUR_MS  # closed, mid-history
+        # closed, mid-history, and past its allowed lateness even in the first minute of an hour (the
+        # tiny scale's 3 hours once picked the hour that had closed 34 s before: "lateness ends in 26 s")
+        closed_by = now_ms - int(ALLOWED_LATENESS_S * 1000)
+        self.hour = (closed_by - closed_by % HOUR_MS) - max(1, scale.hours // 2) * HOUR_MS
         self.answers: dict = {}
         # The sensor's first poke after the hour closed recorded the log-end offsets (here: as of the
         # hour's end + the allowed lateness, through the function's clock parameter); every later
