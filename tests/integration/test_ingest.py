@@ -15,6 +15,7 @@ import time
 
 import pytest
 from kafka import KafkaProducer
+from pyspark.sql import functions as F
 
 from lambdaflow import hdfs, kafka_admin, landing
 from lambdaflow.config import REPO_ROOT, Settings
@@ -112,6 +113,25 @@ def test_bounded_ingest_lands_json_tsv_and_bad_records_exactly_once(isolated: Se
     exact = views.activity_by_product(rows)
     from pyspark.testing import assertDataFrameEqual
     assertDataFrameEqual(speed, exact)
+
+
+def test_kafka_partitions_read_in_many_tasks_land_exactly_once(isolated: Settings, spark, monkeypatch) -> None:
+    # Every partition's offset range split among tasks (maxRecordsPerPartition): the batch's offset
+    # ranges, the quarantine and the speed partials are still the source's, one per record.
+    monkeypatch.setenv("LAMBDAFLOW_INGEST_RECORDS_PER_TASK", "97")
+    summary = produce(isolated, count=2000, rate=0, seed=31, bad_fraction=0.05, progress=False)
+    bounded(isolated)
+    landed, quarantined = assert_exactly_once(spark, isolated)
+    assert (landed, quarantined) == (2000 - sum(summary["bad_injected"].values()), sum(summary["bad_injected"].values()))
+    rows = spark.read.parquet(isolated.uri(isolated.landing_path))
+    # one writer below 250,000 rows: one landed file per hour, however many tasks read
+    files = rows.select("timestamp_hour", F.input_file_name().alias("f")).distinct()
+    assert files.groupBy("timestamp_hour").count().where("count > 1").count() == 0
+    from pyspark.testing import assertDataFrameEqual
+
+    from lambdaflow import views
+    speed = views.speed_activity_view(spark.read.parquet(isolated.uri(f"{isolated.speed_root}/activity_by_product")))
+    assertDataFrameEqual(speed, views.activity_by_product(rows))
 
 
 def test_deleted_checkpoint_and_clean_restart_lose_and_duplicate_nothing(isolated: Settings, spark) -> None:
