@@ -443,9 +443,9 @@ STAGE_WRITE_OPTIONS = {"mapreduce.fileoutputcommitter.algorithm.version": "2",
 # Below this many landed rows a micro-batch writes one landing file per hour instead of one per Kafka
 # partition and hour: fewer files for the NameNode (at 5,000 events/s a day is 86,400 commits). The
 # write reads the cached batch, so one task is cheap: 200,000 rows over 27 hours took 1.4 s as one
-# task (27 files) and 2.1-2.3 s as three (81 files) on 2 cores.
+# task (27 files) and 2.1-2.3 s as three (81 files) on 2 cores. A larger batch writes one file per
+# Kafka partition and hour, however many read tasks it had (records_per_task).
 SINGLE_WRITER_ROWS = 250_000
-# (A larger batch writes one file per Kafka partition and hour, however many read tasks it had.)
 
 
 def records_per_task() -> int:
@@ -456,8 +456,8 @@ def records_per_task() -> int:
     (best 32,904 rows/s against 29,531 unsplit). A micro-batch of a steady stream (a few thousand
     records) keeps one task per partition: splitting every batch into 6 (``minPartitions``) made
     small batches slower (at 1,000 events/s 0.81 s instead of 0.70 s at the p50; p99 latency at
-    5,000 events/s 5.2 s instead of 3.4 s in one run each). Spark splits a partition's offset range among tasks; the
-    batch's offset ranges and the commit key are the source's, not the tasks'."""
+    5,000 events/s 5.2 s instead of 3.4 s in one run each). Spark splits a partition's offset
+    range among tasks; the batch's offset ranges and the commit key are the source's, not the tasks'."""
     return int(os.environ.get("LAMBDAFLOW_INGEST_RECORDS_PER_TASK", "25000"))
 
 
