@@ -160,7 +160,7 @@ class LandingCommitter:
         if not ranges:
             log.info("batch %d: offsets up to %s already landed (a replayed batch); nothing to commit", batch_id, end)
             return
-        parsed = for_commit(parse_records(after_positions(records, self.positions))).persist()
+        parsed = for_commit(parse_records(after_positions(records, self.positions, start))).persist()
         try:
             # One small aggregate gives the offset ranges, rows per hour, quarantine reasons and both
             # speed views' partials; it also materialises the parsed batch, which the writes below

@@ -7,6 +7,8 @@ reads it back), so the benchmark and anyone reading the driver's log see where a
   ``plan_moves``, ``manifest``, ``moves``, ``group_commit``...), its wall ``seconds``, the Spark
   ``jobs`` it ran and their ``tasks``;
 - ``rows`` landed / quarantined, ``files`` written per kind;
+- ``codegen_compilations``: the classes Spark's code generator compiled during the batch (the
+  driver's JVM; in local mode the executors' too): a steady batch compiles none;
 - ``hdfs_calls``: the NameNode round trips of the driver's file-system calls per method, counted
   from the first call on the staging directory to the end of the commit (``CountingFs``).
 
@@ -73,6 +75,18 @@ class BatchProfile:
         self.group = None
         if self.sc is not None:
             self.group = self.sc.getLocalProperty("spark.jobGroup.id")
+        self.compilations_before = self._compilations()
+
+    def _compilations(self) -> int | None:
+        """Java classes Spark's code generator has compiled in this JVM so far (a steady batch
+        compiles none: its plans' generated code is the previous batch's, from the cache)."""
+        if self.sc is None:
+            return None
+        try:
+            return int(self.sc._jvm.org.apache.spark.metrics.source.CodegenMetrics
+                       .METRIC_COMPILATION_TIME().getCount())
+        except Exception:  # a profile never fails a batch
+            return None
 
     def _job_ids(self) -> set[int]:
         if self.sc is None or self.group is None:
@@ -118,11 +132,14 @@ class BatchProfile:
         kinds = Counter(f["kind"] for f in files)
         after = self.fs.snapshot() if self.fs is not None else Counter()
         hdfs = calls_since(self.hdfs_before, after)
+        compilations = self._compilations()
         return {
             "batch": self.batch_id, "key": key, "seconds": round(time.monotonic() - self.started, 4),
             "rows": {"landed": landed, "quarantined": quarantined},
             "files": dict(sorted(kinds.items())), "files_total": len(files),
             "spark_jobs": sum(s["jobs"] for s in self.steps),
+            "codegen_compilations": (None if compilations is None or self.compilations_before is None
+                                     else compilations - self.compilations_before),
             "hdfs_calls": hdfs, "hdfs_calls_total": sum(hdfs.values()),
             "steps": self.steps,
         }
@@ -167,6 +184,7 @@ def summarize_profiles(profiles: list[dict]) -> dict:
         "mean_files": round(sum(p["files_total"] for p in profiles) / n, 2),
         "mean_hdfs_calls": round(sum(p["hdfs_calls_total"] for p in profiles) / n, 2),
         "mean_hdfs_calls_by_method": {k: round(v / n, 2) for k, v in sorted(hdfs.items())},
+        "mean_codegen_compilations": round(sum(p.get("codegen_compilations") or 0 for p in profiles) / n, 2),
         "mean_rows_landed": round(sum(p["rows"]["landed"] for p in profiles) / n, 1),
         "steps": {name: {"batches": a["batches"], "mean_seconds": round(a["seconds_total"] / a["batches"], 4),
                          "max_seconds": round(a["seconds_max"], 4),

@@ -45,6 +45,7 @@ def test_profile_document_counts_steps_files_and_hdfs_calls_and_round_trips_thro
     assert doc["files"] == {"activity_by_product": 1, "landing": 2} and doc["files_total"] == 3
     assert doc["hdfs_calls"] == {"mkdirs": 1, "try_rename": 1} and doc["hdfs_calls_total"] == 2
     assert [s["step"] for s in doc["steps"]] == ["moves"] and doc["spark_jobs"] == 0
+    assert doc["codegen_compilations"] is None  # no Spark: unknown, not zero
     line = "2026-12-05 INFO lambdaflow.ingest: " + batch_profile.profile_line(doc)
     assert batch_profile.parse_profile_line(line) == doc
     assert batch_profile.parse_profile_line("batch 3 committed x") is None
@@ -54,10 +55,12 @@ def test_summary_means_over_batches_and_per_step() -> None:
     def doc(seconds: float, write_s: float, jobs: int, calls: int) -> dict:
         return {"seconds": seconds, "spark_jobs": jobs, "files_total": 4, "hdfs_calls": {"try_rename": calls},
                 "hdfs_calls_total": calls, "rows": {"landed": 100, "quarantined": 0},
+                "codegen_compilations": jobs - 2,
                 "steps": [{"step": "write_landing", "seconds": write_s, "jobs": jobs}]}
 
     summary = batch_profile.summarize_profiles([doc(1.0, 0.5, 4, 6), doc(2.0, 1.5, 2, 4)])
     assert summary["batches"] == 2 and summary["mean_seconds"] == 1.5 and summary["mean_spark_jobs"] == 3
+    assert summary["mean_codegen_compilations"] == 1
     assert summary["mean_hdfs_calls"] == 5 and summary["mean_hdfs_calls_by_method"] == {"try_rename": 5}
     assert summary["steps"]["write_landing"] == {"batches": 2, "mean_seconds": 1.0, "max_seconds": 1.5,
                                                  "mean_jobs": 3}
