@@ -100,22 +100,23 @@ def test_the_commits_cache_keeps_raw_bytes_of_quarantined_rows_only(spark) -> No
 
 
 def test_after_positions_drops_offsets_already_landed(spark) -> None:
-    df = records(spark, [as_json()] * 9)  # partitions 0,1,2 at offsets 0..8
-    kept = after_positions(df, {0: 4, 1: 10}).select("partition", "offset").collect()
-    assert sorted((r.partition, r.offset) for r in kept) == [(0, 6), (2, 2), (2, 5), (2, 8)]
+    parsed = parse_records(records(spark, [as_json()] * 9))  # partitions 0,1,2 at offsets 0..8
+    kept = after_positions(parsed, {0: 4, 1: 10}).select("kafka_partition", "kafka_offset").collect()
+    assert sorted(tuple(r) for r in kept) == [(0, 6), (2, 2), (2, 5), (2, 8)]
 
 
 def test_after_positions_filters_only_a_batch_that_begins_below_what_landed(spark) -> None:
-    df = records(spark, [as_json()] * 9)  # partitions 0,1,2 at offsets 0..8
+    parsed = parse_records(records(spark, [as_json()] * 9))  # partitions 0,1,2 at offsets 0..8
     # a steady batch begins where the landing zone ends: the plan is untouched (no per-batch literal
     # for the code generator to compile anew)
-    assert after_positions(df, {0: 4, 1: 10}, start={0: 4, 1: 10, 2: 0}) is df
+    assert after_positions(parsed, {0: 4, 1: 10}, start={0: 4, 1: 10, 2: 0}) is parsed
     # partition 1 begins below its landing position (a replay): only its records before it go
-    kept = after_positions(df, {0: 4, 1: 10}, start={0: 4, 1: 7, 2: 0}).select("partition", "offset").collect()
-    assert sorted((r.partition, r.offset) for r in kept) == [(0, 0), (0, 3), (0, 6), (2, 2), (2, 5), (2, 8)]
+    kept = after_positions(parsed, {0: 4, 1: 10}, start={0: 4, 1: 7, 2: 0}).select(
+        "kafka_partition", "kafka_offset").collect()
+    assert sorted(tuple(r) for r in kept) == [(0, 0), (0, 3), (0, 6), (2, 2), (2, 5), (2, 8)]
     # a partition the batch's start does not name is filtered as when the start is unknown
-    kept = after_positions(df, {0: 4}, start={1: 0}).select("partition", "offset").collect()
-    assert sorted(kept) == sorted(after_positions(df, {0: 4}).select("partition", "offset").collect())
+    kept = after_positions(parsed, {0: 4}, start={1: 0}).select("kafka_partition", "kafka_offset").collect()
+    assert sorted(kept) == sorted(after_positions(parsed, {0: 4}).select("kafka_partition", "kafka_offset").collect())
 
 
 def test_batch_summary_gives_bounds_hours_reasons_and_each_views_partial(spark) -> None:
