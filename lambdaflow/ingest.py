@@ -500,8 +500,7 @@ def _raise_if_lost(lock: IngestLock, error: Exception | None) -> None:
 
 
 def _start_query(spark, settings, committer, starting, available_now, trigger_interval, max_offsets):
-    from lambdaflow import ingest_transforms
-    from lambdaflow.ingest_transforms import for_commit
+    from lambdaflow import ingest_transforms  # looked up at start: a test can patch its parse_records
 
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
@@ -521,7 +520,7 @@ def _start_query(spark, settings, committer, starting, available_now, trigger_in
     # node (ForeachBatchSink wraps the planned batch in a LogicalRDD). Built inside the commit, the
     # parse's plan was analysed anew every batch: building it, caching it and aggregating over it
     # took 0.23 s of a 1,000-record batch before any record was read (lambdaflow.ingest_transforms).
-    parsed = for_commit(ingest_transforms.parse_records(reader.load()))
+    parsed = ingest_transforms.for_commit(ingest_transforms.parse_records(reader.load()))
     writer = (parsed.writeStream.queryName("lambdaflow_ingest").foreachBatch(committer)
               .option("checkpointLocation", settings.uri(settings.checkpoint_path)))
     writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=trigger_interval)

@@ -79,9 +79,9 @@ _plans: dict[tuple, tuple] = {}
 def parse_records(records: DataFrame) -> DataFrame:
     """Kafka source rows -> event fields + Kafka coordinates + key/value + ``reason`` (null = valid).
 
-    The expressions are built once per Spark application and reused by every micro-batch: building
-    them takes some 4,000 py4j calls (0.4-0.6 s, a fifth of a small batch's commit), applying them
-    a few analyses.
+    The streaming ingest applies it once, to its query (``lambdaflow.ingest._start_query``), so Spark
+    analyses it when the query starts, not in every micro-batch. The expressions are built once per
+    Spark application (some 4,000 py4j calls, 0.4-0.6 s) and reused by every query and replay in it.
 
     The stages are separate projections so that Spark keeps them apart: the character scan (a
     higher-order function, which Spark cannot compile) sits alone in the one interpreted projection,
