@@ -662,8 +662,11 @@ def stop_marker(settings: Settings) -> str:
 def request_stop(settings: Settings) -> int:
     """Ask a running ingest (wherever it runs) to finish its batch and exit, via a marker in HDFS."""
     from lambdaflow import hdfs
+    from lambdaflow.storage.fs import web_write_atomic
 
-    hdfs.client(settings).write(stop_marker(settings), data=str(_now_ms()), overwrite=True, encoding="utf-8")
+    # atomically (a temp file renamed into place): the job polls for the marker and deletes it when
+    # it stops, and a marker it saw while still being written made the writer's close fail
+    web_write_atomic(hdfs.client(settings), stop_marker(settings), str(_now_ms()))
     print(f"stop requested: {stop_marker(settings)}; the ingest stops after its current batch")
     return 0
 
