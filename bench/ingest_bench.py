@@ -631,8 +631,8 @@ def latency_run(spark, settings: Settings, scale: Scale, progress: Callable[[str
                  f"{scale.latency_warmup_s:.0f}s at {scale.latency_rate:.0f}/s")
         with PeakRss() as memory:
             memory.add("ingest", proc.pid)
-            # A streaming job runs for months: the steady windows below are its figures. The first
-            # minute of a fresh JVM is measured the same way and reported as ``cold``, not hidden.
+            # A streaming job runs for months: the steady windows below are its figures. The fresh
+            # JVM's first ``latency_warmup_s`` is measured the same way and reported as ``cold``.
             out["cold"] = _latency_window(spark, settings, scale.latency_rate, scale.latency_warmup_s, 11,
                                           log_path, proc, progress)
             out["high"] = _latency_window(spark, settings, scale.latency_rate, scale.latency_duration_s, 12,
@@ -764,7 +764,8 @@ def run(settings: Settings, spark=None, scale: str | Scale = "full",
         details["latency"] = lat
         for name in ("cold", "high", "low"):
             w = lat[name]
-            say(f"  {'cold, ' if name == 'cold' else ''}at {w['rate']:.0f}/s: p50 {w['p50']:.2f}s, p99 {w['p99']:.2f}s over {w['records']:,} records; "
+            label = "cold, at" if name == "cold" else "at"
+            say(f"  {label} {w['rate']:.0f}/s: p50 {w['p50']:.2f}s, p99 {w['p99']:.2f}s over {w['records']:,} records; "
                 f"batches took {w['batch_seconds'].get('p50', 0):.2f}s (p50), "
                 f"{w['rows_per_batch'].get('p50', 0):,.0f} rows (p50); load {w['loadavg_after']}")
         say(f"  sustained {lat['sustained_events_per_s']:.0f} events/s; stack peak RSS {lat['memory']['peak_rss_gib']:.2f} GiB")

@@ -481,8 +481,8 @@ def ui_conf() -> dict[str, str]:
 # waiting buys nothing; but a read that reaches the end of the log, as the last micro-batch before
 # any pause in the traffic does, waited out the default: measured in bursts of 2,000 events/s with
 # 4 s pauses, the last batch of every burst took 1.6-2.3 s against 0.7-1.0 s for the others (its
-# read 1.2-1.5 s instead of 0.3-0.5 s); with 10 ms it took as long as the others. The executors' consumers
-# fetch only while a task reads, so a short wait adds no polling of an idle topic.
+# read 1.2-1.5 s instead of 0.3-0.5 s); with 10 ms it took as long as the others. The executors'
+# consumers fetch only while a task reads, so a short wait adds no polling of an idle topic.
 FETCH_MAX_WAIT_MS = 10
 
 
